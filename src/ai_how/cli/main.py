@@ -1,0 +1,98 @@
+"""The ``ai-how`` root command: global options, error handling, sub-command registration.
+
+Command modules only parse options, call the core and render; heavy libraries
+(torch, mlflow, kserve, ...) are imported inside the core functions that need them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from ai_how import __version__
+from ai_how.cli import render
+from ai_how.errors import AiHowError, ExitCode
+from ai_how.state.store import StateStore, default_state_dir
+
+
+@dataclass
+class AppContext:
+    state_dir: Path
+    debug: bool = False
+
+    @property
+    def store(self) -> StateStore:
+        return StateStore(self.state_dir)
+
+
+class AiHowGroup(TyperGroup):
+    """Turns expected failures into one-line messages and exit codes, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AiHowError as exc:
+            if ctx.obj is not None and getattr(ctx.obj, "debug", False):
+                raise
+            render.error_line(exc.message, exc.fix)
+            raise click.exceptions.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            render.error_line("interrupted")
+            raise click.exceptions.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+app = typer.Typer(
+    name="ai-how",
+    cls=AiHowGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="A hyperscaler's ML workflow on one workstation: train (local or SLURM) → register (MLflow) → "
+    "sync (S3, sha256-verified) → deploy (local server or KServe) → verify.",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ai-how {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            envvar="AI_HOW_STATE_DIR",
+            help="Where ai-how keeps its state [default: ~/.ai-how].",
+        ),
+    ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    ctx.obj = AppContext(state_dir=(state_dir or default_state_dir()).expanduser(), debug=debug)
+
+
+def _register() -> None:
+    from ai_how.cli import config_cmds
+
+    config_cmds.register(app)
+
+
+_register()
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()

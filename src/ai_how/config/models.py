@@ -1,0 +1,522 @@
+"""Typed model of ``cluster.yaml``: the HPC cluster, the cloud cluster, the MLOps stack and monitoring.
+
+Every model rejects unknown keys. Secrets never appear as values: credentials are
+named by environment variable (``*_env``) or by Kubernetes Secret (``kubernetes_secret``).
+Cross-field rules that need the whole config (subnet overlaps, GPU conflicts,
+capacity) live in :mod:`ai_how.config.validate`, not here.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Address, IPv4Network
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+# Keys that would hold a secret in plain text; each has an ``*_env`` replacement.
+PLAINTEXT_SECRET_KEYS = frozenset(
+    {
+        "password",
+        "root_password",
+        "secret",
+        "secret_key",
+        "secret_access_key",
+        "access_key",
+        "access_key_id",
+        "token",
+        "api_key",
+    }
+)
+
+PciAddress = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        to_lower=True,
+        pattern=r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$",
+    ),
+]
+HexId = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[0-9a-f]{4}$")]
+DnsLabel = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"),
+]
+EnvVarName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+BridgeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,15}$")]
+Duration = Annotated[str, StringConstraints(pattern=r"^\d+(ms|s|m|h|d|w|y)$")]
+PositiveInt = Annotated[int, Field(gt=0)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Model(BaseModel):
+    """Base for every config model: unknown keys are errors, and no plain-text secrets."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_plaintext_secrets(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if isinstance(key, str) and key.lower() in PLAINTEXT_SECRET_KEYS:
+                    raise PydanticCustomError(
+                        "plaintext_secret",
+                        "plain-text secret '{key}' is not allowed in the config; "
+                        "name an environment variable with '{key}_env: VAR' "
+                        "(or a Kubernetes Secret with 'kubernetes_secret: NAME')",
+                        {"key": key},
+                    )
+        return data
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+class Metadata(Model):
+    name: DnsLabel = Field(description="Name of this deployment (DNS label).")
+    description: str = ""
+
+
+class PCIeDevice(Model):
+    """One PCI function passed through to a VM (or listed in the host inventory)."""
+
+    pci_address: PciAddress = Field(description="Domain:bus:slot.function, e.g. 0000:65:00.0")
+    device_type: Literal["gpu", "audio", "usb", "nvme", "network", "other"]
+    vendor_id: HexId
+    device_id: HexId
+    iommu_group: Annotated[int, Field(ge=0)]
+    label: str | None = Field(default=None, description="Human name, e.g. 'RTX A6000'.")
+
+    @property
+    def slot(self) -> str:
+        """The address without its function number (functions of one card share it)."""
+        return self.pci_address.rsplit(".", 1)[0]
+
+
+class PCIePassthrough(Model):
+    enabled: bool = False
+    devices: list[PCIeDevice] = Field(default_factory=list)
+
+
+class VMSpec(Model):
+    """Resources and address of one virtual machine."""
+
+    name: DnsLabel | None = Field(default=None, description="VM name; generated when omitted.")
+    cpu_cores: PositiveInt
+    memory_gb: PositiveInt
+    disk_gb: PositiveInt
+    ip_address: IPv4Address = Field(validation_alias=AliasChoices("ip_address", "ip"))
+    pcie_passthrough: PCIePassthrough = Field(default_factory=PCIePassthrough)
+
+    @property
+    def passthrough_devices(self) -> list[PCIeDevice]:
+        return self.pcie_passthrough.devices if self.pcie_passthrough.enabled else []
+
+    @property
+    def gpus(self) -> list[PCIeDevice]:
+        return [d for d in self.passthrough_devices if d.device_type == "gpu"]
+
+
+class DNSSpec(Model):
+    enabled: bool = True
+    nameservers: list[IPv4Address] = Field(default_factory=list)
+
+
+class NetworkSpec(Model):
+    subnet: IPv4Network
+    bridge: BridgeName
+    dns: DNSSpec | None = None
+
+    @field_validator("subnet", mode="before")
+    @classmethod
+    def _strict_subnet(cls, value: Any) -> Any:
+        # IPv4Network rejects host bits itself; give the fix in the message.
+        if isinstance(value, str) and "/" in value:
+            try:
+                IPv4Network(value)
+            except ValueError as exc:
+                if "host bits set" in str(exc):
+                    net = IPv4Network(value, strict=False)
+                    raise PydanticCustomError(
+                        "subnet_host_bits",
+                        "'{value}' has host bits set; the network is '{net}'",
+                        {"value": value, "net": str(net)},
+                    ) from exc
+        return value
+
+
+class HostSpec(Model):
+    """The workstation the clusters run on. When omitted, this machine is measured."""
+
+    cpu_cores: PositiveInt
+    memory_gb: PositiveInt
+    disk_gb: PositiveInt
+    pcie_devices: list[PCIeDevice] = Field(
+        default_factory=list,
+        description="Host PCI inventory (every function of each IOMMU group) for passthrough checks.",
+    )
+
+
+# --------------------------------------------------------------------------- HPC cluster
+
+
+class SlurmPartition(Model):
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$")]
+    nodes: list[str] = Field(default_factory=list, description="Compute node names; empty = all.")
+    default: bool = False
+    max_time: str = "INFINITE"
+
+
+class SlurmConfig(Model):
+    partitions: list[SlurmPartition] = Field(
+        default_factory=lambda: [SlurmPartition(name="gpu", default=True)]
+    )
+    gres_types: list[str] = Field(default_factory=lambda: ["gpu"])
+    login: str | None = Field(
+        default=None,
+        description="user@host of the login node for SSH submission; omitted = run sbatch on this machine.",
+    )
+    container_runtime: Literal["none", "apptainer"] = "none"
+    container_image: str | None = None
+
+    @field_validator("login")
+    @classmethod
+    def _login_shape(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9._-]+@[A-Za-z0-9._-]+(:\d+)?", value):
+            raise PydanticCustomError(
+                "login_format",
+                "login must look like 'user@host' or 'user@host:port', got '{value}'",
+                {"value": value},
+            )
+        return value
+
+
+class SharedStorage(Model):
+    """The shared filesystem of the HPC side (BeeGFS in the reference design)."""
+
+    type: Literal["beegfs", "nfs", "local"] = "local"
+    mount_point: str = Field(description="Path where the shared filesystem is mounted on every node.")
+
+
+class HPCCluster(Model):
+    name: DnsLabel
+    base_image_path: str | None = None
+    auto_start: bool = True
+    scheduler: Literal["local", "slurm"] = Field(
+        default="local", description="How training jobs run: on this machine, or submitted to SLURM."
+    )
+    network: NetworkSpec | None = None
+    controller: VMSpec | None = None
+    compute_nodes: list[VMSpec] = Field(default_factory=list)
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig)
+    storage: SharedStorage | None = None
+
+    @model_validator(mode="after")
+    def _vms_need_network(self) -> HPCCluster:
+        if (self.controller or self.compute_nodes) and self.network is None:
+            raise PydanticCustomError(
+                "network_required",
+                "VMs are defined but 'network' is missing; add network.subnet and bridge",
+                {},
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- cloud cluster
+
+
+class Taint(Model):
+    key: str
+    value: str = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+
+
+class NodeMonitoring(Model):
+    prometheus: bool = False
+    grafana: bool = False
+    node_exporter: bool = True
+
+
+class ControlPlane(VMSpec):
+    kubernetes_role: Literal["control-plane"] = "control-plane"
+    high_availability: bool = False
+    monitoring: NodeMonitoring = Field(default_factory=NodeMonitoring)
+
+
+class WorkerNode(VMSpec):
+    worker_type: Literal["cpu", "gpu"]
+    kubernetes_role: Literal["worker"] = "worker"
+    node_labels: dict[str, str] = Field(default_factory=dict)
+    node_taints: list[Taint] = Field(default_factory=list)
+    services: list[str] = Field(default_factory=list)
+
+
+class WorkerNodes(Model):
+    cpu: list[WorkerNode] = Field(default_factory=list)
+    gpu: list[WorkerNode] = Field(default_factory=list)
+
+
+class KubeNetworking(Model):
+    cni: Literal["calico", "flannel", "cilium"] = "calico"
+    cni_version: str | None = None
+    pod_cidr: IPv4Network = IPv4Network("10.244.0.0/16")
+    service_cidr: IPv4Network = IPv4Network("10.96.0.0/12")
+    dns_domain: str = "cluster.local"
+
+
+class Ingress(Model):
+    provider: Literal["nginx", "traefik"] = "nginx"
+    enabled: bool = True
+    replicas: PositiveInt = 1
+    load_balancer_ip: IPv4Address | None = None
+
+
+class StorageClass(Model):
+    name: DnsLabel
+    provisioner: str
+    reclaim_policy: Literal["Delete", "Retain"] = "Delete"
+    parameters: dict[str, str] = Field(default_factory=dict)
+
+
+class KubeStorage(Model):
+    default_class: str = "local-path"
+    classes: list[StorageClass] = Field(
+        default_factory=lambda: [StorageClass(name="local-path", provisioner="rancher.io/local-path")]
+    )
+
+
+class Toggle(Model):
+    enabled: bool = True
+
+
+class DevicePlugin(Model):
+    enabled: bool = True
+    mig_strategy: Literal["none", "single", "mixed"] = "none"
+    time_slicing: bool = False
+
+
+class Dcgm(Model):
+    enabled: bool = True
+    port: Port = 5555
+
+
+class GpuOperator(Model):
+    enabled: bool = False
+    version: str | None = None
+    driver_version: str | None = None
+    device_plugin: DevicePlugin = Field(default_factory=DevicePlugin)
+    gfd: Toggle = Field(default_factory=Toggle)
+    dcgm: Dcgm = Field(default_factory=Dcgm)
+
+
+class KubernetesConfig(Model):
+    version: Annotated[str, StringConstraints(pattern=r"^v?1\.\d+(\.\d+)?$")] = "1.28"
+    runtime: Literal["containerd", "cri-o"] = "containerd"
+    runtime_version: str | None = None
+    networking: KubeNetworking = Field(default_factory=KubeNetworking)
+    ingress: Ingress = Field(default_factory=Ingress)
+    storage: KubeStorage = Field(default_factory=KubeStorage)
+    gpu_operator: GpuOperator = Field(default_factory=GpuOperator)
+
+
+class CloudCluster(Model):
+    name: DnsLabel
+    base_image_path: str | None = None
+    auto_start: bool = True
+    kubeconfig: str | None = Field(
+        default=None, description="Path of the kubeconfig of an existing cluster (default: $KUBECONFIG)."
+    )
+    network: NetworkSpec
+    control_plane: ControlPlane
+    worker_nodes: WorkerNodes = Field(default_factory=WorkerNodes)
+    kubernetes_config: KubernetesConfig = Field(default_factory=KubernetesConfig)
+
+
+class Clusters(Model):
+    hpc: HPCCluster | None = None
+    cloud: CloudCluster | None = None
+
+
+# --------------------------------------------------------------------------- MLOps stack
+
+
+class SecretRef(Model):
+    """Where a credential comes from: an environment variable here, a Kubernetes Secret in-cluster."""
+
+    kubernetes_secret: DnsLabel | None = None
+
+
+class S3Credentials(SecretRef):
+    access_key_id_env: EnvVarName = "AWS_ACCESS_KEY_ID"
+    secret_access_key_env: EnvVarName = "AWS_SECRET_ACCESS_KEY"
+    session_token_env: EnvVarName | None = None
+
+
+class Buckets(Model):
+    models: DnsLabel = "models"
+    artifacts: DnsLabel = "mlflow-artifacts"
+    datasets: DnsLabel = "datasets"
+
+
+class ObjectStore(Model):
+    """Where model versions are synced to: a directory (``file``) or any S3 endpoint (``s3``)."""
+
+    backend: Literal["file", "s3"] = "file"
+    root: str | None = Field(
+        default=None, description="file backend: directory (default <state-dir>/objects)."
+    )
+    endpoint: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/.*)?$")] | None = Field(
+        default=None, description="s3 backend: endpoint URL (MinIO, SeaweedFS, ...); omitted = AWS."
+    )
+    region: str = "us-east-1"
+    buckets: Buckets = Field(default_factory=Buckets)
+    credentials: S3Credentials = Field(default_factory=S3Credentials)
+    serve_local: bool = Field(
+        default=False, description="Start a local S3 endpoint at 'endpoint' with `ai-how stack up`."
+    )
+
+
+class PostgreSQL(SecretRef):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Port = 5432
+    database: str = "mlflow"
+    username: str = "mlflow"
+    password_env: EnvVarName = "MLFLOW_DB_PASSWORD"
+
+
+class MLflowBackendStore(Model):
+    type: Literal["sqlite", "postgresql"] = "sqlite"
+    path: str | None = Field(
+        default=None, description="sqlite: database file (default <state-dir>/mlflow/mlflow.db)."
+    )
+
+
+class MLflowArtifactStore(Model):
+    type: Literal["local", "object_store"] = Field(
+        default="local", description="Where the server keeps artifacts; clients always go through its proxy."
+    )
+
+
+class MLflow(Model):
+    enabled: bool = True
+    tracking_uri: str | None = Field(
+        default=None, description="Use an existing server; omitted = `ai-how stack up` starts one."
+    )
+    host: str = "127.0.0.1"
+    port: Port = 5000
+    experiment: str = "ai-how"
+    backend_store: MLflowBackendStore = Field(default_factory=MLflowBackendStore)
+    artifact_store: MLflowArtifactStore = Field(default_factory=MLflowArtifactStore)
+
+
+class Resources(Model):
+    requests: dict[str, str] = Field(default_factory=lambda: {"cpu": "1", "memory": "2Gi"})
+    limits: dict[str, str] = Field(default_factory=lambda: {"cpu": "2", "memory": "4Gi"})
+
+
+class Autoscaling(Model):
+    enabled: bool = True
+    min_replicas: Annotated[int, Field(ge=0)] = 1
+    max_replicas: PositiveInt = 1
+    target_concurrency: PositiveInt = 10
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise PydanticCustomError(
+                "replicas_order",
+                "min_replicas ({min}) is greater than max_replicas ({max}); make min_replicas <= max_replicas",
+                {"min": self.min_replicas, "max": self.max_replicas},
+            )
+        return self
+
+
+class Serving(Model):
+    backend: Literal["local", "kserve"] = "local"
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    namespace: DnsLabel = "models"
+    service_account: DnsLabel | None = None
+    resources: Resources = Field(default_factory=Resources)
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+
+
+class MLOps(Model):
+    mlflow: MLflow = Field(default_factory=MLflow)
+    object_store: ObjectStore = Field(default_factory=ObjectStore)
+    postgresql: PostgreSQL = Field(default_factory=PostgreSQL)
+    serving: Serving = Field(default_factory=Serving)
+
+
+# --------------------------------------------------------------------------- monitoring
+
+
+class Prometheus(Model):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port = 9090
+    scrape_interval: Duration = "15s"
+    retention: Duration = "15d"
+
+
+class Grafana(Model):
+    enabled: bool = True
+    url: str | None = None
+    dashboards: list[str] = Field(default_factory=lambda: ["inference-metrics", "mlops-pipeline"])
+
+
+class Logging(Model):
+    enabled: bool = False
+    provider: Literal["loki", "none"] = "loki"
+    retention: Duration = "7d"
+
+
+class Monitoring(Model):
+    prometheus: Prometheus = Field(default_factory=Prometheus)
+    grafana: Grafana = Field(default_factory=Grafana)
+    logging: Logging = Field(default_factory=Logging)
+
+
+# --------------------------------------------------------------------------- root
+
+
+class ClusterConfig(Model):
+    """The whole ``cluster.yaml``."""
+
+    version: Literal["1.0"] = "1.0"
+    metadata: Metadata
+    host: HostSpec | None = None
+    clusters: Clusters = Field(default_factory=Clusters)
+    mlops: MLOps = Field(default_factory=MLOps)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        # `version: 1.0` (unquoted) arrives as a float.
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+# Human descriptions of the string patterns above, used in error messages.
+PATTERN_HINTS: dict[str, str] = {
+    r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$": "a PCI address like 0000:65:00.0",
+    r"^[0-9a-f]{4}$": "4 hex digits like 10de",
+    r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$": "a DNS label: lower-case letters, digits and '-' (e.g. gpu-worker-1)",
+    r"^[A-Za-z_][A-Za-z0-9_]*$": "an environment variable name like AWS_ACCESS_KEY_ID",
+    r"^[A-Za-z0-9_.-]{1,15}$": "a Linux bridge name of at most 15 characters like virbr100",
+    r"^\d+(ms|s|m|h|d|w|y)$": "a duration like 15s, 5m or 30d",
+    r"^v?1\.\d+(\.\d+)?$": "a Kubernetes version like 1.28 or v1.28.3",
+    r"^[A-Za-z0-9_-]+$": "letters, digits, '_' and '-'",
+    r"^https?://[^\s/]+(/.*)?$": "a URL like http://127.0.0.1:9000",
+}

@@ -1,0 +1,38 @@
+"""Shared test helpers: repository paths and config files written from plain data."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "config" / "example-cluster.yaml"
+LOCAL = REPO / "config" / "local.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test touches the user's ~/.ai-how."""
+    monkeypatch.setenv("AI_HOW_STATE_DIR", str(tmp_path / "state"))
+
+
+@pytest.fixture
+def example_data() -> dict[str, Any]:
+    return copy.deepcopy(yaml.safe_load(EXAMPLE.read_text()))
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[[dict[str, Any]], Path]:
+    counter = iter(range(1_000_000))
+
+    def write(data: dict[str, Any]) -> Path:
+        path = tmp_path / f"cluster-{next(counter)}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write
