@@ -172,7 +172,9 @@ def test_autoscaling_order(write_config: Writer, field: str) -> None:
     assert "min_replicas <= max_replicas" in result.findings[0].fix
 
 
-def test_functions_of_one_iommu_group_on_two_vms_conflict(example_data: dict[str, Any], write_config: Writer) -> None:
+def test_functions_of_one_iommu_group_on_two_vms_conflict(
+    example_data: dict[str, Any], write_config: Writer
+) -> None:
     """The A6000 on the HPC node and only its audio function on a cloud worker: one group, two VMs."""
     example_data["clusters"]["cloud"]["auto_start"] = True
     example_data["host"]["cpu_cores"] = 128
