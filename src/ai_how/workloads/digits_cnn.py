@@ -1,0 +1,127 @@
+"""digits-cnn: the seed's CNN classifier (MLOPS-1.1) in plain PyTorch.
+
+Data: scikit-learn's bundled 8×8 digits (offline), or real MNIST idx files when
+``--mnist-dir`` points at them. A held-out split (20 %) measures accuracy.
+Writes ``model/`` (state dict + model_config.json) and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ai_how.workloads.common import WorkloadError, write_json
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:  # type: ignore[operator]
+        raw = handle.read()
+    dims = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def _find(directory: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz"):
+        if (directory / name).exists():
+            return directory / name
+    raise WorkloadError(f"{stem}[.gz] not found in {directory}", fix="point --mnist-dir at the four MNIST idx files")
+
+
+def load_data(mnist_dir: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, str]:
+    """(x_train, y_train, x_test, y_test, pixel scale, source name); x is N×1×H×W float32."""
+    if mnist_dir is not None:
+        if not mnist_dir.is_dir():
+            raise WorkloadError(f"MNIST directory {mnist_dir} does not exist", fix="check --mnist-dir / the dataset path")
+        x_tr = _read_idx(_find(mnist_dir, "train-images-idx3-ubyte"))
+        y_tr = _read_idx(_find(mnist_dir, "train-labels-idx1-ubyte"))
+        x_te = _read_idx(_find(mnist_dir, "t10k-images-idx3-ubyte"))
+        y_te = _read_idx(_find(mnist_dir, "t10k-labels-idx1-ubyte"))
+        return (x_tr[:, None].astype(np.float32), y_tr.astype(np.int64), x_te[:, None].astype(np.float32),
+                y_te.astype(np.int64), 255.0, "mnist")
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = digits.images.astype(np.float32)[:, None]
+    labels = digits.target.astype(np.int64)
+    index = np.arange(len(labels))
+    test = index % 5 == 0  # deterministic 80/20 split
+    return images[~test], labels[~test], images[test], labels[test], 16.0, "sklearn-digits"
+
+
+def dataset_hash(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    from torch import nn
+
+    from ai_how.workloads import cnn
+
+    torch.manual_seed(args.seed)
+    x_tr, y_tr, x_te, y_te, scale, source = load_data(args.mnist_dir)
+    mean, std = float((x_tr / scale).mean()), float((x_tr / scale).std())
+    config = {"arch": "simple-cnn", "input_shape": list(x_tr.shape[1:]), "num_classes": 10, "scale": scale,
+              "mean": mean, "std": std, "dataset": source}
+    model = cnn.build(config)
+    to_tensor = lambda x: (torch.from_numpy(x) / scale - mean) / std  # noqa: E731
+    train_x, train_y = to_tensor(x_tr), torch.from_numpy(y_tr)
+    test_x, test_y = to_tensor(x_te), torch.from_numpy(y_te)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    loss_fn = nn.CrossEntropyLoss()
+    losses, accuracies = [], []
+    start = time.monotonic()
+    for epoch in range(args.epochs):
+        model.train()
+        order = torch.randperm(len(train_x))
+        total, batches = 0.0, 0
+        for i in range(0, len(order), args.batch_size):
+            idx = order[i : i + args.batch_size]
+            optimizer.zero_grad()
+            loss = loss_fn(model(train_x[idx]), train_y[idx])
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            batches += 1
+        model.eval()
+        with torch.no_grad():
+            accuracy = float((model(test_x).argmax(1) == test_y).float().mean())
+        losses.append(total / batches)
+        accuracies.append(accuracy)
+        print(f"epoch {epoch + 1}/{args.epochs} loss {losses[-1]:.4f} held-out accuracy {accuracy:.4f}", flush=True)
+    elapsed = time.monotonic() - start
+    out = args.output / "model"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out / "model.pt")
+    write_json(out / "model_config.json", config)
+    return {
+        "metrics": {"epochs": args.epochs, "loss": losses, "accuracy": accuracies,
+                    "training_time_seconds": round(elapsed, 3)},
+        "params": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                   "dataset": source, "train_examples": len(train_x), "test_examples": len(test_x)},
+        "dataset_sha256": dataset_hash(x_tr, y_tr, x_te, y_te),
+        "kind": "classifier",
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="digits-cnn", description=__doc__)
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mnist-dir", type=Path, default=None)
+    return p
