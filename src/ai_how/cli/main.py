@@ -44,6 +44,14 @@ class AiHowGroup(TyperGroup):
         except KeyboardInterrupt:
             render.error_line("interrupted")
             raise click.exceptions.Exit(int(ExitCode.INTERRUPTED)) from None
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # an unexpected failure still ends in one line, not a traceback
+            if ctx.obj is not None and getattr(ctx.obj, "debug", False):
+                raise
+            render.error_line(f"internal error: {type(exc).__name__}: {exc}",
+                              "re-run with --debug for the traceback and report it")
+            raise click.exceptions.Exit(int(ExitCode.FAILED)) from None
 
 
 app = typer.Typer(
@@ -71,7 +79,7 @@ def main(
         typer.Option(
             "--state-dir",
             envvar="AI_HOW_STATE_DIR",
-            help="Where ai-how keeps its state [default: ~/.ai-how].",
+            help="Where ai-how keeps its state (default: ~/.ai-how).",
         ),
     ] = None,
     debug: Annotated[
@@ -85,9 +93,10 @@ def main(
 
 
 def _register() -> None:
-    from ai_how.cli import config_cmds
+    from ai_how.cli import config_cmds, pipeline_cmds, stack_cmds, sync_cmds
 
-    config_cmds.register(app)
+    for module in (config_cmds, stack_cmds, pipeline_cmds, sync_cmds):
+        module.register(app)
 
 
 _register()

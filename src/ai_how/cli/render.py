@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
@@ -24,6 +26,16 @@ _MARK = {
     Severity.WARNING: "[yellow]! warning[/yellow]",
     Severity.INFO: "[cyan]i note[/cyan]",
 }
+
+
+@contextlib.contextmanager
+def progress(quiet: bool, message: str) -> Iterator[None]:
+    """A spinner on stderr while long work runs (only on a terminal, never with --json)."""
+    if quiet or not err_console.is_terminal:
+        yield
+        return
+    with err_console.status(message):
+        yield
 
 
 def print_json(data: Any) -> None:

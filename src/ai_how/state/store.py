@@ -76,8 +76,11 @@ class StateStore:
 
     # -- locking
     @contextlib.contextmanager
-    def lock(self, name: str) -> Iterator[None]:
-        """Exclusive lock on one document, across processes (flock on a side file)."""
+    def lock(self, name: str, *, blocking: bool = True) -> Iterator[None]:
+        """Exclusive lock on one document, across processes (flock on a side file).
+
+        With ``blocking=False`` a lock held elsewhere raises StateError at once.
+        """
         lock_path = self._lock_path(name)
         try:
             lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +91,11 @@ class StateStore:
                 fix="pass a writable --state-dir or set AI_HOW_STATE_DIR",
             ) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StateError(f"{name} is in use by another ai-how process") from None
+        try:
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)

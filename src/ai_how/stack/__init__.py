@@ -1,0 +1,1 @@
+"""`ai-how stack up|down|status`: the local MLOps services."""

@@ -1,0 +1,145 @@
+"""The local MLOps stack: real MLflow (SQLite or PostgreSQL backend, proxied artifacts) and an S3 endpoint."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlparse
+
+from ai_how.config.models import ClusterConfig
+from ai_how.errors import AiHowError
+from ai_how.layout import Layout
+from ai_how.procs import http_ok, read_pid, start_daemon, stop_daemon, wait_until
+
+
+@dataclass
+class Service:
+    name: str
+    command: list[str]
+    url: str
+    health_url: str
+    env: dict[str, str] = field(default_factory=dict)
+    start_timeout_s: float = 120.0
+    note: str = ""
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    url: str
+    pid: int | None
+    healthy: bool
+    managed: bool  # started by ai-how (False: an external endpoint from the config)
+    note: str = ""
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def backend_store_uri(config: ClusterConfig, layout: Layout) -> str:
+    mlflow, pg = config.mlops.mlflow, config.mlops.postgresql
+    if mlflow.backend_store.type == "sqlite":
+        path = Path(mlflow.backend_store.path).expanduser() if mlflow.backend_store.path else layout.mlflow / "mlflow.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    password = os.environ.get(pg.password_env)
+    if password is None:
+        raise AiHowError(f"MLflow's PostgreSQL password variable {pg.password_env} is not set",
+                         fix=f"export {pg.password_env}=... (the password of role {pg.username})")
+    # psycopg2 explicitly: SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3, which is not installed.
+    return f"postgresql+psycopg2://{quote(pg.username)}:{quote(password, safe='')}@{pg.host}:{pg.port}/{pg.database}"
+
+
+def _s3_env(config: ClusterConfig) -> dict[str, str]:
+    store = config.mlops.object_store
+    env = {"AWS_DEFAULT_REGION": store.region}
+    for target, source in (("AWS_ACCESS_KEY_ID", store.credentials.access_key_id_env),
+                           ("AWS_SECRET_ACCESS_KEY", store.credentials.secret_access_key_env)):
+        if os.environ.get(source):
+            env[target] = os.environ[source]
+    if store.endpoint:
+        env["MLFLOW_S3_ENDPOINT_URL"] = store.endpoint
+    return env
+
+
+def services(config: ClusterConfig, layout: Layout) -> list[Service]:
+    found: list[Service] = []
+    store = config.mlops.object_store
+    if store.serve_local and store.endpoint:
+        endpoint = urlparse(store.endpoint)
+        found.append(Service(
+            "s3", [_bin("moto_server"), "-H", endpoint.hostname or "127.0.0.1", "-p", str(endpoint.port or 80)],
+            store.endpoint, store.endpoint.rstrip("/") + "/moto-api/", start_timeout_s=30,
+            note="moto keeps objects in memory: they are lost on `stack down`",
+        ))
+    mlflow = config.mlops.mlflow
+    if mlflow.enabled and mlflow.tracking_uri is None:
+        url = f"http://{mlflow.host}:{mlflow.port}"
+        if mlflow.artifact_store.type == "object_store":
+            if store.backend != "s3":
+                raise AiHowError("mlflow.artifact_store.type object_store needs object_store.backend: s3",
+                                 fix="set mlops.object_store.backend: s3, or artifact_store.type: local")
+            destination, env = f"s3://{store.buckets.artifacts}", _s3_env(config)
+        else:
+            destination, env = str(layout.mlflow / "artifacts"), {}
+        found.append(Service(
+            "mlflow",
+            [sys.executable, "-m", "mlflow", "server", "--host", mlflow.host, "--port", str(mlflow.port),
+             "--workers", "1", "--backend-store-uri", backend_store_uri(config, layout),
+             "--artifacts-destination", destination, "--serve-artifacts"],
+            url, f"{url}/health", env=env,
+        ))
+    return found
+
+
+def _port_busy(url: str) -> bool:
+    parsed = urlparse(url)
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((parsed.hostname or "127.0.0.1", parsed.port or 80)) == 0
+
+
+def _status(service: Service, layout: Layout) -> ServiceStatus:
+    pid = read_pid(layout.stack / f"{service.name}.pid")
+    return ServiceStatus(service.name, service.url, pid, pid is not None and http_ok(service.health_url), True,
+                         service.note)
+
+
+def up(config: ClusterConfig, layout: Layout) -> list[ServiceStatus]:
+    """Start every configured service that is not running; wait until each is healthy."""
+    result = []
+    for service in services(config, layout):
+        pidfile, log = layout.stack / f"{service.name}.pid", layout.stack / f"{service.name}.log"
+        if read_pid(pidfile) is None:
+            if _port_busy(service.url):
+                raise AiHowError(f"{service.name}: {service.url} is already taken by a process ai-how did not start",
+                                 fix="stop that process or change the port in the config")
+            start_daemon(service.command, pidfile=pidfile, log_path=log, env=os.environ | service.env)
+        wait_until(lambda s=service: http_ok(s.health_url), timeout_s=service.start_timeout_s,
+                   what=f"{service.name} ({service.url})", alive=lambda p=pidfile: read_pid(p) is not None,
+                   log_path=log)
+        result.append(_status(service, layout))
+    return result
+
+
+def down(config: ClusterConfig, layout: Layout) -> list[str]:
+    """Stop the services ai-how started (data on disk is kept); returns the names stopped."""
+    stopped = []
+    names = {s.name for s in services(config, layout)} | {p.stem for p in layout.stack.glob("*.pid")}
+    for name in sorted(names):
+        if stop_daemon(layout.stack / f"{name}.pid"):
+            stopped.append(name)
+    return stopped
+
+
+def status(config: ClusterConfig, layout: Layout) -> list[ServiceStatus]:
+    result = [_status(s, layout) for s in services(config, layout)]
+    mlflow = config.mlops.mlflow
+    if mlflow.enabled and mlflow.tracking_uri is not None:
+        result.append(ServiceStatus("mlflow", mlflow.tracking_uri, None,
+                                    http_ok(mlflow.tracking_uri.rstrip("/") + "/health"), False, "external"))
+    return result
