@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+pytest_plugins = ["tests.services"]
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "config" / "example-cluster.yaml"
 LOCAL = REPO / "config" / "local.yaml"
@@ -17,8 +19,9 @@ LOCAL = REPO / "config" / "local.yaml"
 
 @pytest.fixture(autouse=True)
 def _isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test touches the user's ~/.ai-how."""
+    """No test touches the user's ~/.ai-how, and boto3 never probes the EC2 metadata address."""
     monkeypatch.setenv("AI_HOW_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 @pytest.fixture

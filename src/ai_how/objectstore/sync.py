@@ -195,7 +195,8 @@ def sync_directory(
                 return report
         store.delete(_key(prefix, MANIFEST))
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
         futures = {pool.submit(upload, entry): entry for entry in manifest.files.values()}
         for future in as_completed(futures):
             entry = futures[future]
@@ -209,6 +210,10 @@ def sync_directory(
             if on_file is not None:
                 on_file(entry.path, outcome)
             failpoint("sync.file_done")
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # stop at the first failure; queued files are not sent
+        raise
+    pool.shutdown()
     # Files in the target that are not in the manifest (from an older version) are removed.
     for info in list(store.list(prefix)):
         rel = info.key[len(prefix.strip("/")) + 1 :] if prefix.strip("/") else info.key

@@ -127,8 +127,8 @@ def up(config: ClusterConfig, layout: Layout) -> list[ServiceStatus]:
 
 
 def down(config: ClusterConfig, layout: Layout) -> list[str]:
-    """Stop the services ai-how started (data on disk is kept); returns the names stopped."""
-    stopped = []
+    """Stop the services and local model servers ai-how started (data on disk is kept); returns what stopped."""
+    stopped = [f"model-server {p.stem}" for p in sorted(layout.serving.glob("*.pid")) if stop_daemon(p)]
     names = {s.name for s in services(config, layout)} | {p.stem for p in layout.stack.glob("*.pid")}
     for name in sorted(names):
         if stop_daemon(layout.stack / f"{name}.pid"):
@@ -138,6 +138,12 @@ def down(config: ClusterConfig, layout: Layout) -> list[str]:
 
 def status(config: ClusterConfig, layout: Layout) -> list[ServiceStatus]:
     result = [_status(s, layout) for s in services(config, layout)]
+    serving = config.mlops.serving
+    for pidfile in sorted(layout.serving.glob("*.pid")):
+        url = f"http://{serving.host}:{serving.port}"
+        pid = read_pid(pidfile)
+        result.append(ServiceStatus(f"model-server {pidfile.stem}", url, pid,
+                                    pid is not None and http_ok(f"{url}/v2/health/ready"), True))
     mlflow = config.mlops.mlflow
     if mlflow.enabled and mlflow.tracking_uri is not None:
         result.append(ServiceStatus("mlflow", mlflow.tracking_uri, None,
