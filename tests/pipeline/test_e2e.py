@@ -1,0 +1,201 @@
+"""The main job end to end against real services: MLflow server, moto S3 (credentials checked), PostgreSQL.
+
+Each pipeline runs through the real CLI in a subprocess, trains a real model and serves it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.services import Env, Postgres, S3Server, free_port, make_env, write_config
+
+pytestmark = pytest.mark.slow
+
+# A held-out sklearn digit (index 0 of the test split) is a 0.
+ZERO = [0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4, 12, 0, 0, 8, 8, 0,
+        0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10, 12, 0, 0, 0, 0, 6, 13, 10, 0, 0, 0]
+
+
+def run_pipeline(env: Env, *args: str, **kwargs: Any) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    result = env.cli("pipeline", "run", "-c", str(env.config), *args, **kwargs)
+    return result, env.run_doc(env.latest_run())
+
+
+def mlflow_client(env: Env) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    import yaml
+
+    port = yaml.safe_load(env.config.read_text())["mlops"]["mlflow"]["port"]
+    return MlflowClient(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}")
+
+
+def test_digits_cnn_trains_registers_syncs_serves_and_rolls_back(e2e: Env, s3_server: S3Server) -> None:
+    result, doc = run_pipeline(e2e, "--workload", "digits-cnn", "--model-name", "digits")
+    assert doc["status"] == "succeeded"
+    for stage in ("train", "register", "sync", "deploy", "verify"):
+        assert f"✓ {stage}" in result.stdout
+    stages = {name: record["outputs"] for name, record in doc["stages"].items()}
+    assert stages["train"]["metrics"]["accuracy"] > 0.9
+    endpoint = stages["deploy"]["endpoint"]
+    v1 = httpx.post(f"{endpoint}/v1/models/digits:predict", json={"instances": [ZERO]}).json()
+    assert v1 == {"predictions": [0]}
+    v2 = httpx.post(f"{endpoint}/v2/models/digits/infer",
+                    json={"inputs": [{"name": "input-0", "shape": [1, 64], "datatype": "FP32", "data": ZERO}]}).json()
+    assert v2["outputs"][0]["data"] == [0]
+    assert all(check["ok"] for check in stages["verify"]["checks"])
+
+    # MLflow: one run with the whole metric history (batched), params, dataset hash and job id; v1 @production.
+    client = mlflow_client(e2e)
+    run = client.get_run(stages["train"]["mlflow_run_id"])
+    assert len(client.get_metric_history(run.info.run_id, "accuracy")) == 12
+    assert run.data.tags["ai_how.dataset_sha256"] == stages["train"]["dataset_sha256"]
+    assert run.data.tags["ai_how.job_id"] == stages["train"]["job_id"]
+    assert run.data.params["epochs"] == "12"
+    assert client.get_model_version_by_alias("digits", "production").version == "1"
+
+    # The KServe manifest for this version sits in the run directory.
+    manifest = Path(stages["deploy"]["inferenceservice"]).read_text()
+    assert "storageUri: s3://models/digits/v1/" in manifest and "ai-how.io/mlflow-model-version: '1'" in manifest
+
+    # A second version takes @production; rollback moves it back to v1 and v1 serves again.
+    _, doc2 = run_pipeline(e2e, "--workload", "digits-cnn", "--model-name", "digits", "--set", "epochs=6")
+    assert doc2["stages"]["register"]["outputs"] == doc2["stages"]["register"]["outputs"] | {
+        "version": 2, "previous_production": 1}
+    rolled = json.loads(e2e.cli("pipeline", "rollback", "-c", str(e2e.config), "--model-name", "digits", "--json").stdout)
+    assert (rolled["from"], rolled["to"]) == (2, 1)
+    assert client.get_model_version_by_alias("digits", "production").version == "1"
+    assert sorted(int(v.version) for v in client.search_model_versions("name='digits'")) == [1, 2]
+    assert httpx.get(f"{endpoint}/v2/models/digits/ready").status_code == 200
+    verified = e2e.cli("pipeline", "verify", "-c", str(e2e.config), "--model-name", "digits")
+    assert "v1: all checks passed" in verified.stdout
+
+
+def test_llm_sft_serves_openai_chat_and_oumi_remote_engine(e2e: Env) -> None:
+    result, doc = run_pipeline(e2e, "--workload", "llm-sft", "--model-name", "chat")
+    assert doc["status"] == "succeeded", result.stdout
+    endpoint = doc["stages"]["deploy"]["outputs"]["endpoint"]
+    chat = httpx.post(f"{endpoint}/openai/v1/chat/completions", timeout=60, json={
+        "model": "chat", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 6})
+    assert chat.status_code == 200
+    body = chat.json()
+    assert body["object"] == "chat.completion" and isinstance(body["choices"][0]["message"]["content"], str)
+    assert body["usage"]["completion_tokens"] <= 6
+    # Oumi's REMOTE engine (it sends max_completion_tokens) works against the same endpoint.
+    code = (
+        "import sys\n"
+        "from oumi.core.configs import GenerationParams, InferenceConfig, ModelParams, RemoteParams\n"
+        "from oumi.core.types.conversation import Conversation, Message, Role\n"
+        "from oumi.inference import RemoteInferenceEngine\n"
+        "engine = RemoteInferenceEngine(model_params=ModelParams(model_name='chat'),\n"
+        "    remote_params=RemoteParams(api_url=sys.argv[1] + '/openai/v1/chat/completions', max_retries=1))\n"
+        "out = engine.infer([Conversation(messages=[Message(role=Role.USER, content='Hi there')])],\n"
+        "    InferenceConfig(model=ModelParams(model_name='chat'),\n"
+        "                    generation=GenerationParams(max_new_tokens=5, temperature=0.0)))\n"
+        "assert out[0].messages[-1].role == Role.ASSISTANT, out\n"
+        "print('OUMI-REMOTE-OK', repr(out[0].messages[-1].content))\n"
+    )
+    remote = subprocess.run([sys.executable, "-c", code, endpoint], capture_output=True, text=True, timeout=300,
+                            env=e2e.env)
+    assert "OUMI-REMOTE-OK" in remote.stdout, remote.stderr[-3000:]
+    # Oumi's TrainingConfig was saved with the model and is a real Oumi config.
+    from oumi.core.configs import TrainingConfig
+
+    model_dir = Path(doc["stages"]["train"]["outputs"]["model_dir"])
+    config = TrainingConfig.from_yaml(str(model_dir / "oumi_train.yaml"))
+    assert config.training.trainer_type.name == "TRL_SFT"
+
+
+def test_killed_during_sync_resumes_without_resending(e2e: Env, s3_server: S3Server) -> None:
+    killed = e2e.cli("pipeline", "run", "-c", str(e2e.config), "--workload", "llm-sft", "--model-name", "crashy",
+                     check=False, extra_env={"AI_HOW_FAILPOINTS": "sync.file_done=3:kill"})
+    assert killed.returncode == -signal.SIGKILL
+    run_id = e2e.latest_run()
+    doc = e2e.run_doc(run_id)
+    assert doc["stages"]["sync"]["status"] == "running"  # it died there
+    verified_before = set(json.loads((e2e.state_dir / "runs" / run_id / "sync-state.json").read_text())["verified"])
+    assert len(verified_before) == 3
+
+    e2e.cli("pipeline", "run", "--resume", run_id)
+    doc = e2e.run_doc(run_id)
+    assert doc["status"] == "succeeded"
+    assert doc["stages"]["train"]["skipped"] and doc["stages"]["register"]["skipped"]
+    sync = doc["stages"]["sync"]["outputs"]
+    assert not verified_before & set(sync["uploaded"]), "a file verified before the crash was sent again"
+    # Every object's sha256 equals the manifest's and the source file's; no duplicate model version.
+    s3 = s3_server.client()
+    manifest = json.loads(s3.get_object(Bucket="models", Key="crashy/v1/manifest.json")["Body"].read())
+    model_dir = Path(doc["stages"]["train"]["outputs"]["model_dir"])
+    for entry in manifest["files"]:
+        body = s3.get_object(Bucket="models", Key=f"crashy/v1/{entry['path']}")["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == entry["sha256"] == hashlib.sha256(
+            (model_dir / entry["path"]).read_bytes()).hexdigest()
+    assert [v.version for v in mlflow_client(e2e).search_model_versions("name='crashy'")] == ["1"]
+
+
+def test_corrupted_object_is_caught_by_verify_and_by_the_server(e2e: Env, s3_server: S3Server) -> None:
+    s3 = s3_server.client()
+    key = "crashy/v1/model.safetensors"
+    head = s3.head_object(Bucket="models", Key=key)
+    data = bytearray(s3.get_object(Bucket="models", Key=key)["Body"].read())
+    data[len(data) // 2] ^= 0xFF  # bit rot: same size, same recorded sha256 metadata
+    s3.put_object(Bucket="models", Key=key, Body=bytes(data), Metadata=head["Metadata"])
+
+    verify = e2e.cli("pipeline", "verify", "-c", str(e2e.config), "--model-name", "crashy", check=False)
+    assert verify.returncode == 1
+    assert "model.safetensors: sha256" in verify.stdout and "Traceback" not in verify.stdout + verify.stderr
+
+    server = subprocess.run(
+        [sys.executable, "-m", "ai_how.serving.server", "--model-uri", "s3://models/crashy/v1", "--name", "crashy",
+         "--config", str(e2e.config), "--port", str(free_port()), "--cache-dir", str(e2e.state_dir / "corrupt-cache")],
+        capture_output=True, text=True, timeout=120, env=e2e.env)
+    assert server.returncode == 3
+    assert "model.safetensors" in server.stderr and "is corrupt" in server.stderr
+
+
+def _fails_cleanly(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output
+    for fragment in fragments:
+        assert fragment in output, output
+
+
+def test_bad_inputs_end_with_the_cause_and_the_stage(e2e: Env, tmp_path: Path) -> None:
+    cfg = str(e2e.config)
+    _fails_cleanly(e2e.cli("pipeline", "run", "-c", cfg, "--workload", "nope", check=False), "unknown workload 'nope'")
+    _fails_cleanly(
+        e2e.cli("pipeline", "run", "-c", cfg, "--workload", "llm-sft", "--set", "dataset=/no/such.jsonl", check=False),
+        "stage train failed", "dataset /no/such.jsonl does not exist")
+    dead = write_config(tmp_path / "dead-mlflow.yaml", mlflow_port=free_port(), serving_port=free_port(),
+                        tracking_uri=f"http://127.0.0.1:{free_port()}")
+    _fails_cleanly(e2e.cli("pipeline", "run", "-c", str(dead), "--workload", "digits-cnn", check=False),
+                   "stage train failed", "cannot reach MLflow")
+    _fails_cleanly(
+        e2e.cli("pipeline", "run", "-c", cfg, "--workload", "digits-cnn", "--model-name", "badcreds", "--set", "epochs=1",
+                check=False, extra_env={"E2E_S3_SECRET": "wrong-secret"}),
+        "stage sync failed", "rejected the credentials", "E2E_S3_KEY and E2E_S3_SECRET", "--resume")
+
+
+def test_pipeline_with_postgresql_backend(tmp_path: Path, postgres: Postgres, s3_server: S3Server) -> None:
+    env = make_env(tmp_path, s3=s3_server, postgres=postgres)
+    env.cli("stack", "up", "-c", str(env.config))
+    try:
+        _, doc = run_pipeline(env, "--workload", "digits-cnn", "--model-name", "pgdigits", "--set", "epochs=8")
+        assert doc["status"] == "succeeded"
+        rows = subprocess.run(
+            ["runuser", "-u", "postgres", "--", "psql", "-d", postgres.database, "-tAc",
+             "SELECT name, alias, version FROM registered_model_aliases"],
+            capture_output=True, text=True, check=True).stdout.split()
+        assert "pgdigits|production|1" in rows
+    finally:
+        env.cli("stack", "down", "-c", str(env.config), check=False)
