@@ -30,3 +30,30 @@ format:           ## apply ruff's formatting and safe fixes
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist src/*.egg-info
+
+# ---- the seed's MLOps targets (MLOPS-5.2) on the configured stack: `make mlops-e2e-test CONFIG=... WORKLOAD=...`
+AI_HOW := $(BIN)/ai-how
+.PHONY: mlops-stack mlops-train mlops-register mlops-sync mlops-deploy mlops-e2e-test mlops-monitor
+
+mlops-stack:      ## start the local MLflow (and S3) services
+	$(AI_HOW) stack up -c $(CONFIG)
+
+mlops-train: mlops-stack   ## start a pipeline run and stop after training
+	$(AI_HOW) pipeline run -c $(CONFIG) --workload $(WORKLOAD) --stop-after train
+
+mlops-register:   ## register the latest run's model in MLflow (@production)
+	$(AI_HOW) pipeline run --resume latest --stop-after register
+
+mlops-sync:       ## sync the latest run's model version to the object store (sha256-verified)
+	$(AI_HOW) pipeline run --resume latest --stop-after sync
+
+mlops-deploy:     ## deploy the latest run's model version and verify it
+	$(AI_HOW) pipeline run --resume latest
+
+mlops-e2e-test: mlops-stack   ## the whole workflow in one run, then the e2e checks
+	$(AI_HOW) pipeline run -c $(CONFIG) --workload $(WORKLOAD)
+	$(AI_HOW) pipeline verify -c $(CONFIG) --model-name $(WORKLOAD)
+
+mlops-monitor:    ## where to look: services, model server, metrics
+	$(AI_HOW) stack status -c $(CONFIG)
+	@echo "MLflow UI: the mlflow URL above; model metrics: <model-server URL>/metrics (Prometheus format)"

@@ -52,8 +52,13 @@ class S3Server:
     def client(self, secret: str | None = None) -> Any:
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
-                            aws_secret_access_key=secret or self.secret_key, region_name="us-east-1")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=secret or self.secret_key,
+            region_name="us-east-1",
+        )
 
 
 @pytest.fixture(scope="session")
@@ -65,16 +70,30 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     env = os.environ | {"INITIAL_NO_AUTH_ACTION_COUNT": "3"}
     with log.open("wb") as out:
-        proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=out,
-                                stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     wait_port(port)
     endpoint = f"http://127.0.0.1:{port}"
-    iam = boto3.client("iam", endpoint_url=endpoint, aws_access_key_id="setup", aws_secret_access_key="setup",
-                       region_name="us-east-1")
+    iam = boto3.client(
+        "iam",
+        endpoint_url=endpoint,
+        aws_access_key_id="setup",
+        aws_secret_access_key="setup",
+        region_name="us-east-1",
+    )
     iam.create_user(UserName="ai-how-ci")
     key = iam.create_access_key(UserName="ai-how-ci")["AccessKey"]
-    iam.put_user_policy(UserName="ai-how-ci", PolicyName="s3", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    iam.put_user_policy(
+        UserName="ai-how-ci",
+        PolicyName="s3",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        ),
+    )
     yield S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"], proc)
     proc.terminate()
     proc.wait(10)
@@ -102,11 +121,15 @@ def postgres() -> Iterator[Postgres]:
     """The machine's real PostgreSQL cluster (Debian), started if needed, with a fresh role and database."""
     version = _pg_version()
     if version is None:
-        pytest.skip("PostgreSQL server (Debian postgresql, run as root) is not available: run `make setup` as root")
+        pytest.skip(
+            "PostgreSQL server (Debian postgresql, run as root) is not available: run `make setup` as root"
+        )
     clusters = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, check=True).stdout
     if not any(line.split()[:2] == [version, "main"] for line in clusters.splitlines()):
         subprocess.run(["pg_createcluster", version, "main"], check=True, capture_output=True)
-    started = subprocess.run(["pg_ctlcluster", version, "main", "start"], capture_output=True, text=True)
+    started = subprocess.run(
+        ["pg_ctlcluster", version, "main", "start"], capture_output=True, text=True, check=False
+    )
     we_started = started.returncode == 0
     deadline = time.monotonic() + 30
     while subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1"], check=False).returncode != 0:
@@ -117,8 +140,11 @@ def postgres() -> Iterator[Postgres]:
     password = secrets.token_urlsafe(16)
 
     def psql(sql: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-v", "ON_ERROR_STOP=1", "-qc", sql], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", "psql", "-v", "ON_ERROR_STOP=1", "-qc", sql],
+            check=True,
+            capture_output=True,
+        )
 
     psql(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
     psql(f"CREATE DATABASE {name} OWNER {name}")
@@ -137,12 +163,21 @@ class Env:
     config: Path
     env: dict[str, str] = field(default_factory=dict)
 
-    def cli(self, *args: str, check: bool = True, extra_env: dict[str, str] | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([AI_HOW, *args], capture_output=True, text=True, timeout=timeout,
-                                env=self.env | (extra_env or {}))
+    def cli(
+        self, *args: str, check: bool = True, extra_env: dict[str, str] | None = None, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [AI_HOW, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env | (extra_env or {}),
+            check=False,
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"ai-how {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"ai-how {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
     def run_doc(self, run_id: str) -> dict[str, Any]:
@@ -153,34 +188,72 @@ class Env:
         return str(runs[-1]["run_id"])
 
 
-def write_config(path: Path, *, mlflow_port: int, serving_port: int, s3: S3Server | None = None,
-                 postgres: Postgres | None = None, experiment: str = "e2e", **mlflow_extra: Any) -> Path:
+def write_config(
+    path: Path,
+    *,
+    mlflow_port: int,
+    serving_port: int,
+    s3: S3Server | None = None,
+    postgres: Postgres | None = None,
+    experiment: str = "e2e",
+    **mlflow_extra: Any,
+) -> Path:
     mlops: dict[str, Any] = {
-        "mlflow": {"host": "127.0.0.1", "port": mlflow_port, "experiment": experiment,
-                   "backend_store": {"type": "postgresql" if postgres else "sqlite"}, **mlflow_extra},
-        "serving": {"backend": "local", "host": "127.0.0.1", "port": serving_port,
-                    "autoscaling": {"enabled": False, "min_replicas": 1, "max_replicas": 1}},
+        "mlflow": {
+            "host": "127.0.0.1",
+            "port": mlflow_port,
+            "experiment": experiment,
+            "backend_store": {"type": "postgresql" if postgres else "sqlite"},
+            **mlflow_extra,
+        },
+        "serving": {
+            "backend": "local",
+            "host": "127.0.0.1",
+            "port": serving_port,
+            "autoscaling": {"enabled": False, "min_replicas": 1, "max_replicas": 1},
+        },
         "object_store": {"backend": "file"},
     }
     if s3 is not None:
-        mlops["object_store"] = {"backend": "s3", "endpoint": s3.endpoint, "region": "us-east-1",
-                                 "credentials": {"access_key_id_env": "E2E_S3_KEY", "secret_access_key_env": "E2E_S3_SECRET"}}
+        mlops["object_store"] = {
+            "backend": "s3",
+            "endpoint": s3.endpoint,
+            "region": "us-east-1",
+            "credentials": {"access_key_id_env": "E2E_S3_KEY", "secret_access_key_env": "E2E_S3_SECRET"},
+        }
     if postgres is not None:
-        mlops["postgresql"] = {"enabled": True, "host": postgres.host, "port": postgres.port,
-                               "database": postgres.database, "username": postgres.user, "password_env": "E2E_PG_PASSWORD"}
-    data = {"metadata": {"name": "e2e"}, "clusters": {"hpc": {"name": "workstation", "scheduler": "local"}},
-            "mlops": mlops, "monitoring": {"prometheus": {"enabled": False}, "grafana": {"enabled": False}}}
+        mlops["postgresql"] = {
+            "enabled": True,
+            "host": postgres.host,
+            "port": postgres.port,
+            "database": postgres.database,
+            "username": postgres.user,
+            "password_env": "E2E_PG_PASSWORD",
+        }
+    data = {
+        "metadata": {"name": "e2e"},
+        "clusters": {"hpc": {"name": "workstation", "scheduler": "local"}},
+        "mlops": mlops,
+        "monitoring": {"prometheus": {"enabled": False}, "grafana": {"enabled": False}},
+    }
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
 def make_env(root: Path, *, s3: S3Server | None = None, postgres: Postgres | None = None) -> Env:
     state = root / "state"
-    config = write_config(root / "cluster.yaml", mlflow_port=free_port(), serving_port=free_port(), s3=s3,
-                          postgres=postgres)
+    config = write_config(
+        root / "cluster.yaml", mlflow_port=free_port(), serving_port=free_port(), s3=s3, postgres=postgres
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "AI_HOW_"))}
-    env |= {"AI_HOW_STATE_DIR": str(state), "AWS_EC2_METADATA_DISABLED": "true", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-            "HF_DATASETS_OFFLINE": "1"}
+    env |= {
+        "AI_HOW_STATE_DIR": str(state),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "DO_NOT_TRACK": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
     if s3 is not None:
         env |= {"E2E_S3_KEY": s3.access_key, "E2E_S3_SECRET": s3.secret_key}
     if postgres is not None:

@@ -76,7 +76,9 @@ def run_logged(
                 start_new_session=True,
             )
         except OSError as exc:
-            raise AiHowError(f"cannot run {cmd[0]}: {exc.strerror}", fix="check that it is installed") from None
+            raise AiHowError(
+                f"cannot run {cmd[0]}: {exc.strerror}", fix="check that it is installed"
+            ) from None
         assert proc.stdout is not None
         stream = proc.stdout
 
@@ -127,7 +129,12 @@ def read_pid(pidfile: Path) -> int | None:
 
 
 def start_daemon(
-    cmd: Sequence[str], *, pidfile: Path, log_path: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    cmd: Sequence[str],
+    *,
+    pidfile: Path,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> int:
     """Start ``cmd`` in its own session (it outlives this process); record its pid."""
     pidfile.parent.mkdir(parents=True, exist_ok=True)
@@ -171,15 +178,20 @@ def stop_daemon(pidfile: Path, grace_s: float = 15.0) -> bool:
 
 def http_ok(url: str, timeout_s: float = 2.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - our own endpoints
-            return 200 <= response.status < 300
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return bool(200 <= response.status < 300)
     except (urllib.error.URLError, OSError, ValueError):
         return False
 
 
 def wait_until(
-    ready: Callable[[], bool], *, timeout_s: float, what: str, alive: Callable[[], bool] | None = None,
-    log_path: Path | None = None, interval_s: float = 0.25,
+    ready: Callable[[], bool],
+    *,
+    timeout_s: float,
+    what: str,
+    alive: Callable[[], bool] | None = None,
+    log_path: Path | None = None,
+    interval_s: float = 0.25,
 ) -> None:
     """Poll ``ready`` until it is true; fail early if ``alive`` says the process died."""
     deadline = time.monotonic() + timeout_s
@@ -188,7 +200,9 @@ def wait_until(
             return
         if alive is not None and not alive():
             tail = log_tail(log_path, 15) if log_path else ""
-            raise AiHowError(f"{what} exited during start-up" + (f":\n{tail}" if tail else ""),
-                             fix=f"see {log_path}" if log_path else None)
+            raise AiHowError(
+                f"{what} exited during start-up" + (f":\n{tail}" if tail else ""),
+                fix=f"see {log_path}" if log_path else None,
+            )
         time.sleep(interval_s)
     raise AiHowError(f"{what} not ready after {timeout_s:.0f} s", fix=f"see {log_path}" if log_path else None)

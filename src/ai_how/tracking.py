@@ -58,7 +58,9 @@ class Tracker:
         try:
             return fn(*args, **kwargs)
         except MlflowException as exc:
-            raise TrackingError(f"MLflow {what} failed at {self.uri}: {exc.message.splitlines()[0]}") from None
+            raise TrackingError(
+                f"MLflow {what} failed at {self.uri}: {exc.message.splitlines()[0]}"
+            ) from None
         except OSError as exc:
             raise TrackingError(f"MLflow {what} failed at {self.uri}: {exc}") from None
 
@@ -71,8 +73,11 @@ class Tracker:
 
     def find_run(self, pipeline_run: str) -> str | None:
         runs = self._call(
-            "search runs", self.client.search_runs, [self.experiment_id()],
-            filter_string=f"tags.`{RUN_TAG}` = '{pipeline_run}'", max_results=1,
+            "search runs",
+            self.client.search_runs,
+            [self.experiment_id()],
+            filter_string=f"tags.`{RUN_TAG}` = '{pipeline_run}'",
+            max_results=1,
         )
         return str(runs[0].info.run_id) if runs else None
 
@@ -82,21 +87,29 @@ class Tracker:
         if existing is not None:
             return existing
         run = self._call(
-            "create run", self.client.create_run, self.experiment_id(), run_name=run_name,
+            "create run",
+            self.client.create_run,
+            self.experiment_id(),
+            run_name=run_name,
             tags={RUN_TAG: pipeline_run, **tags},
         )
         return str(run.info.run_id)
 
     def log_batch(
-        self, run_id: str, *, params: Mapping[str, Any] | None = None,
-        metrics: Mapping[str, Sequence[float]] | None = None, tags: Mapping[str, str] | None = None,
+        self,
+        run_id: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Sequence[float]] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> int:
         """Log params, tags and whole metric histories in batches (MLflow limits: 1000 metrics, 100 params)."""
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
         metric_rows = [
-            Metric(key, float(value), now, step) for key, values in (metrics or {}).items()
+            Metric(key, float(value), now, step)
+            for key, values in (metrics or {}).items()
             for step, value in enumerate(values)
         ]
         param_rows = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
@@ -106,7 +119,9 @@ class Tracker:
             chunk_m, metric_rows = metric_rows[:1000], metric_rows[1000:]
             chunk_p, param_rows = param_rows[:100], param_rows[100:]
             chunk_t, tag_rows = tag_rows[:100], tag_rows[100:]
-            self._call("log batch", self.client.log_batch, run_id, metrics=chunk_m, params=chunk_p, tags=chunk_t)
+            self._call(
+                "log batch", self.client.log_batch, run_id, metrics=chunk_m, params=chunk_p, tags=chunk_t
+            )
             calls += 1
         return calls
 
@@ -122,22 +137,35 @@ class Tracker:
         run = self._call("get run", self.client.get_run, run_id)
         return f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}"
 
-    def register(self, name: str, run_id: str, source: str, tags: Mapping[str, str], description: str) -> ModelVersionRef:
+    def register(
+        self, name: str, run_id: str, source: str, tags: Mapping[str, str], description: str
+    ) -> ModelVersionRef:
         """Create the model version for ``run_id`` once; a retry returns the existing one."""
         from mlflow.exceptions import MlflowException
 
         try:
             self.client.get_registered_model(name)
         except MlflowException:
-            self._call("create registered model", self.client.create_registered_model, name,
-                       description="Registered by ai-how")
-        found = self._call("search versions", self.client.search_model_versions, f"name='{name}' and run_id='{run_id}'")
+            self._call(
+                "create registered model",
+                self.client.create_registered_model,
+                name,
+                description="Registered by ai-how",
+            )
+        found = self._call(
+            "search versions", self.client.search_model_versions, f"name='{name}' and run_id='{run_id}'"
+        )
         if found:
             version = max(found, key=lambda v: int(v.version))
         else:
             version = self._call(
-                "create model version", self.client.create_model_version, name, source, run_id=run_id,
-                tags=dict(tags), description=description,
+                "create model version",
+                self.client.create_model_version,
+                name,
+                source,
+                run_id=run_id,
+                tags=dict(tags),
+                description=description,
             )
         return ModelVersionRef(name, int(version.version), run_id, str(version.source))
 

@@ -21,19 +21,84 @@ from tests.services import Env, Postgres, S3Server, free_port, make_env, write_c
 pytestmark = pytest.mark.slow
 
 # A held-out sklearn digit (index 0 of the test split) is a 0.
-ZERO = [0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4, 12, 0, 0, 8, 8, 0,
-        0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10, 12, 0, 0, 0, 0, 6, 13, 10, 0, 0, 0]
+ZERO = [
+    0,
+    0,
+    5,
+    13,
+    9,
+    1,
+    0,
+    0,
+    0,
+    0,
+    13,
+    15,
+    10,
+    15,
+    5,
+    0,
+    0,
+    3,
+    15,
+    2,
+    0,
+    11,
+    8,
+    0,
+    0,
+    4,
+    12,
+    0,
+    0,
+    8,
+    8,
+    0,
+    0,
+    5,
+    8,
+    0,
+    0,
+    9,
+    8,
+    0,
+    0,
+    4,
+    11,
+    0,
+    1,
+    12,
+    7,
+    0,
+    0,
+    2,
+    14,
+    5,
+    10,
+    12,
+    0,
+    0,
+    0,
+    0,
+    6,
+    13,
+    10,
+    0,
+    0,
+    0,
+]
 
 
-def run_pipeline(env: Env, *args: str, **kwargs: Any) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+def run_pipeline(
+    env: Env, *args: str, **kwargs: Any
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     result = env.cli("pipeline", "run", "-c", str(env.config), *args, **kwargs)
     return result, env.run_doc(env.latest_run())
 
 
 def mlflow_client(env: Env) -> Any:
-    from mlflow.tracking import MlflowClient
-
     import yaml
+    from mlflow.tracking import MlflowClient
 
     port = yaml.safe_load(env.config.read_text())["mlops"]["mlflow"]["port"]
     return MlflowClient(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}")
@@ -49,8 +114,10 @@ def test_digits_cnn_trains_registers_syncs_serves_and_rolls_back(e2e: Env, s3_se
     endpoint = stages["deploy"]["endpoint"]
     v1 = httpx.post(f"{endpoint}/v1/models/digits:predict", json={"instances": [ZERO]}).json()
     assert v1 == {"predictions": [0]}
-    v2 = httpx.post(f"{endpoint}/v2/models/digits/infer",
-                    json={"inputs": [{"name": "input-0", "shape": [1, 64], "datatype": "FP32", "data": ZERO}]}).json()
+    v2 = httpx.post(
+        f"{endpoint}/v2/models/digits/infer",
+        json={"inputs": [{"name": "input-0", "shape": [1, 64], "datatype": "FP32", "data": ZERO}]},
+    ).json()
     assert v2["outputs"][0]["data"] == [0]
     assert all(check["ok"] for check in stages["verify"]["checks"])
 
@@ -65,13 +132,19 @@ def test_digits_cnn_trains_registers_syncs_serves_and_rolls_back(e2e: Env, s3_se
 
     # The KServe manifest for this version sits in the run directory.
     manifest = Path(stages["deploy"]["inferenceservice"]).read_text()
-    assert "storageUri: s3://models/digits/v1/" in manifest and "ai-how.io/mlflow-model-version: '1'" in manifest
+    assert (
+        "storageUri: s3://models/digits/v1/" in manifest and "ai-how.io/mlflow-model-version: '1'" in manifest
+    )
 
     # A second version takes @production; rollback moves it back to v1 and v1 serves again.
     _, doc2 = run_pipeline(e2e, "--workload", "digits-cnn", "--model-name", "digits", "--set", "epochs=6")
     assert doc2["stages"]["register"]["outputs"] == doc2["stages"]["register"]["outputs"] | {
-        "version": 2, "previous_production": 1}
-    rolled = json.loads(e2e.cli("pipeline", "rollback", "-c", str(e2e.config), "--model-name", "digits", "--json").stdout)
+        "version": 2,
+        "previous_production": 1,
+    }
+    rolled = json.loads(
+        e2e.cli("pipeline", "rollback", "-c", str(e2e.config), "--model-name", "digits", "--json").stdout
+    )
     assert (rolled["from"], rolled["to"]) == (2, 1)
     assert client.get_model_version_by_alias("digits", "production").version == "1"
     assert sorted(int(v.version) for v in client.search_model_versions("name='digits'")) == [1, 2]
@@ -84,8 +157,11 @@ def test_llm_sft_serves_openai_chat_and_oumi_remote_engine(e2e: Env) -> None:
     result, doc = run_pipeline(e2e, "--workload", "llm-sft", "--model-name", "chat")
     assert doc["status"] == "succeeded", result.stdout
     endpoint = doc["stages"]["deploy"]["outputs"]["endpoint"]
-    chat = httpx.post(f"{endpoint}/openai/v1/chat/completions", timeout=60, json={
-        "model": "chat", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 6})
+    chat = httpx.post(
+        f"{endpoint}/openai/v1/chat/completions",
+        timeout=60,
+        json={"model": "chat", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 6},
+    )
     assert chat.status_code == 200
     body = chat.json()
     assert body["object"] == "chat.completion" and isinstance(body["choices"][0]["message"]["content"], str)
@@ -104,8 +180,14 @@ def test_llm_sft_serves_openai_chat_and_oumi_remote_engine(e2e: Env) -> None:
         "assert out[0].messages[-1].role == Role.ASSISTANT, out\n"
         "print('OUMI-REMOTE-OK', repr(out[0].messages[-1].content))\n"
     )
-    remote = subprocess.run([sys.executable, "-c", code, endpoint], capture_output=True, text=True, timeout=300,
-                            env=e2e.env)
+    remote = subprocess.run(
+        [sys.executable, "-c", code, endpoint],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=e2e.env,
+        check=False,
+    )
     assert "OUMI-REMOTE-OK" in remote.stdout, remote.stderr[-3000:]
     # Oumi's TrainingConfig was saved with the model and is a real Oumi config.
     from oumi.core.configs import TrainingConfig
@@ -116,13 +198,25 @@ def test_llm_sft_serves_openai_chat_and_oumi_remote_engine(e2e: Env) -> None:
 
 
 def test_killed_during_sync_resumes_without_resending(e2e: Env, s3_server: S3Server) -> None:
-    killed = e2e.cli("pipeline", "run", "-c", str(e2e.config), "--workload", "llm-sft", "--model-name", "crashy",
-                     check=False, extra_env={"AI_HOW_FAILPOINTS": "sync.file_done=3:kill"})
+    killed = e2e.cli(
+        "pipeline",
+        "run",
+        "-c",
+        str(e2e.config),
+        "--workload",
+        "llm-sft",
+        "--model-name",
+        "crashy",
+        check=False,
+        extra_env={"AI_HOW_FAILPOINTS": "sync.file_done=3:kill"},
+    )
     assert killed.returncode == -signal.SIGKILL
     run_id = e2e.latest_run()
     doc = e2e.run_doc(run_id)
     assert doc["stages"]["sync"]["status"] == "running"  # it died there
-    verified_before = set(json.loads((e2e.state_dir / "runs" / run_id / "sync-state.json").read_text())["verified"])
+    verified_before = set(
+        json.loads((e2e.state_dir / "runs" / run_id / "sync-state.json").read_text())["verified"]
+    )
     assert len(verified_before) == 3
 
     e2e.cli("pipeline", "run", "--resume", run_id)
@@ -137,8 +231,11 @@ def test_killed_during_sync_resumes_without_resending(e2e: Env, s3_server: S3Ser
     model_dir = Path(doc["stages"]["train"]["outputs"]["model_dir"])
     for entry in manifest["files"]:
         body = s3.get_object(Bucket="models", Key=f"crashy/v1/{entry['path']}")["Body"].read()
-        assert hashlib.sha256(body).hexdigest() == entry["sha256"] == hashlib.sha256(
-            (model_dir / entry["path"]).read_bytes()).hexdigest()
+        assert (
+            hashlib.sha256(body).hexdigest()
+            == entry["sha256"]
+            == hashlib.sha256((model_dir / entry["path"]).read_bytes()).hexdigest()
+        )
     assert [v.version for v in mlflow_client(e2e).search_model_versions("name='crashy'")] == ["1"]
 
 
@@ -155,9 +252,27 @@ def test_corrupted_object_is_caught_by_verify_and_by_the_server(e2e: Env, s3_ser
     assert "model.safetensors: sha256" in verify.stdout and "Traceback" not in verify.stdout + verify.stderr
 
     server = subprocess.run(
-        [sys.executable, "-m", "ai_how.serving.server", "--model-uri", "s3://models/crashy/v1", "--name", "crashy",
-         "--config", str(e2e.config), "--port", str(free_port()), "--cache-dir", str(e2e.state_dir / "corrupt-cache")],
-        capture_output=True, text=True, timeout=120, env=e2e.env)
+        [
+            sys.executable,
+            "-m",
+            "ai_how.serving.server",
+            "--model-uri",
+            "s3://models/crashy/v1",
+            "--name",
+            "crashy",
+            "--config",
+            str(e2e.config),
+            "--port",
+            str(free_port()),
+            "--cache-dir",
+            str(e2e.state_dir / "corrupt-cache"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env=e2e.env,
+    )
     assert server.returncode == 3
     assert "model.safetensors" in server.stderr and "is corrupt" in server.stderr
 
@@ -172,30 +287,108 @@ def _fails_cleanly(result: subprocess.CompletedProcess[str], *fragments: str) ->
 
 def test_bad_inputs_end_with_the_cause_and_the_stage(e2e: Env, tmp_path: Path) -> None:
     cfg = str(e2e.config)
-    _fails_cleanly(e2e.cli("pipeline", "run", "-c", cfg, "--workload", "nope", check=False), "unknown workload 'nope'")
     _fails_cleanly(
-        e2e.cli("pipeline", "run", "-c", cfg, "--workload", "llm-sft", "--set", "dataset=/no/such.jsonl", check=False),
-        "stage train failed", "dataset /no/such.jsonl does not exist")
-    dead = write_config(tmp_path / "dead-mlflow.yaml", mlflow_port=free_port(), serving_port=free_port(),
-                        tracking_uri=f"http://127.0.0.1:{free_port()}")
-    _fails_cleanly(e2e.cli("pipeline", "run", "-c", str(dead), "--workload", "digits-cnn", check=False),
-                   "stage train failed", "cannot reach MLflow")
+        e2e.cli("pipeline", "run", "-c", cfg, "--workload", "nope", check=False), "unknown workload 'nope'"
+    )
     _fails_cleanly(
-        e2e.cli("pipeline", "run", "-c", cfg, "--workload", "digits-cnn", "--model-name", "badcreds", "--set", "epochs=1",
-                check=False, extra_env={"E2E_S3_SECRET": "wrong-secret"}),
-        "stage sync failed", "rejected the credentials", "E2E_S3_KEY and E2E_S3_SECRET", "--resume")
+        e2e.cli(
+            "pipeline",
+            "run",
+            "-c",
+            cfg,
+            "--workload",
+            "llm-sft",
+            "--set",
+            "dataset=/no/such.jsonl",
+            check=False,
+        ),
+        "stage train failed",
+        "dataset /no/such.jsonl does not exist",
+    )
+    dead = write_config(
+        tmp_path / "dead-mlflow.yaml",
+        mlflow_port=free_port(),
+        serving_port=free_port(),
+        tracking_uri=f"http://127.0.0.1:{free_port()}",
+    )
+    _fails_cleanly(
+        e2e.cli("pipeline", "run", "-c", str(dead), "--workload", "digits-cnn", check=False),
+        "stage train failed",
+        "cannot reach MLflow",
+    )
+    _fails_cleanly(
+        e2e.cli(
+            "pipeline",
+            "run",
+            "-c",
+            cfg,
+            "--workload",
+            "digits-cnn",
+            "--model-name",
+            "badcreds",
+            "--set",
+            "epochs=1",
+            check=False,
+            extra_env={"E2E_S3_SECRET": "wrong-secret"},
+        ),
+        "stage sync failed",
+        "rejected the credentials",
+        "E2E_S3_KEY and E2E_S3_SECRET",
+        "--resume",
+    )
 
 
 def test_pipeline_with_postgresql_backend(tmp_path: Path, postgres: Postgres, s3_server: S3Server) -> None:
     env = make_env(tmp_path, s3=s3_server, postgres=postgres)
     env.cli("stack", "up", "-c", str(env.config))
     try:
-        _, doc = run_pipeline(env, "--workload", "digits-cnn", "--model-name", "pgdigits", "--set", "epochs=8")
+        _, doc = run_pipeline(
+            env, "--workload", "digits-cnn", "--model-name", "pgdigits", "--set", "epochs=8"
+        )
         assert doc["status"] == "succeeded"
         rows = subprocess.run(
-            ["runuser", "-u", "postgres", "--", "psql", "-d", postgres.database, "-tAc",
-             "SELECT name, alias, version FROM registered_model_aliases"],
-            capture_output=True, text=True, check=True).stdout.split()
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                "psql",
+                "-d",
+                postgres.database,
+                "-tAc",
+                "SELECT name, alias, version FROM registered_model_aliases",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
         assert "pgdigits|production|1" in rows
     finally:
         env.cli("stack", "down", "-c", str(env.config), check=False)
+
+
+def test_stage_by_stage_with_stop_after_and_resume_latest(e2e: Env) -> None:
+    first = e2e.cli(
+        "pipeline",
+        "run",
+        "-c",
+        str(e2e.config),
+        "--workload",
+        "digits-cnn",
+        "--model-name",
+        "steps",
+        "--set",
+        "epochs=2",
+        "--stop-after",
+        "train",
+    )
+    assert "continue with: ai-how pipeline run --resume" in first.stdout
+    run_id = e2e.latest_run()
+    doc = e2e.run_doc(run_id)
+    assert doc["status"] == "stopped" and doc["stages"]["register"]["status"] == "pending"
+    e2e.cli("pipeline", "run", "--resume", "latest", "--stop-after", "register")
+    doc = e2e.run_doc(run_id)
+    assert doc["stages"]["train"]["skipped"] and doc["stages"]["register"]["status"] == "succeeded"
+    assert doc["stages"]["sync"]["status"] == "pending"
+    status = json.loads(e2e.cli("pipeline", "status", "latest", "--json").stdout)
+    assert status["run_id"] == run_id

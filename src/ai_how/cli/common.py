@@ -12,9 +12,12 @@ from ai_how.config.checking import check_file
 from ai_how.config.loader import LoadedConfig
 from ai_how.errors import AiHowError
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Cluster config, e.g. config/local.yaml.",
-                                         show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (progress goes to stderr).")]
+ConfigOpt = Annotated[
+    Path, typer.Option("--config", "-c", help="Cluster config, e.g. config/local.yaml.", show_default=False)
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print machine-readable JSON (progress goes to stderr).")
+]
 
 
 def load_valid_config(ctx: typer.Context, path: Path) -> LoadedConfig:

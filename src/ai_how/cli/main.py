@@ -49,8 +49,10 @@ class AiHowGroup(TyperGroup):
         except Exception as exc:  # an unexpected failure still ends in one line, not a traceback
             if ctx.obj is not None and getattr(ctx.obj, "debug", False):
                 raise
-            render.error_line(f"internal error: {type(exc).__name__}: {exc}",
-                              "re-run with --debug for the traceback and report it")
+            render.error_line(
+                f"internal error: {type(exc).__name__}: {exc}",
+                "re-run with --debug for the traceback and report it",
+            )
             raise click.exceptions.Exit(int(ExitCode.FAILED)) from None
 
 

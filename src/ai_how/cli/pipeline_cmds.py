@@ -15,13 +15,18 @@ from rich.table import Table
 from ai_how.cli import render
 from ai_how.cli.common import ConfigOpt, JsonOpt, load_valid_config
 from ai_how.errors import AiHowError
+from ai_how.layout import Layout
 from ai_how.pipeline import operations
-from ai_how.pipeline.runner import RunOptions, Stage, StageFailedError
+from ai_how.pipeline.runner import PipelineRun, RunOptions, Stage, StageFailedError
 from ai_how.pipeline.stages import STAGES
 
-pipeline_app = typer.Typer(help="The main job: train → register → sync → deploy → verify.", no_args_is_help=True)
+pipeline_app = typer.Typer(
+    help="The main job: train → register → sync → deploy → verify.", no_args_is_help=True
+)
 
-ModelNameOpt = Annotated[str | None, typer.Option("--model-name", help="Registered model name [default: the workload].")]
+ModelNameOpt = Annotated[
+    str | None, typer.Option("--model-name", help="Registered model name [default: the workload].")
+]
 
 
 def stage_detail(name: str, outputs: dict[str, Any]) -> str:
@@ -30,7 +35,9 @@ def stage_detail(name: str, outputs: dict[str, Any]) -> str:
         return ""
     if name == "train":
         metrics = outputs.get("metrics", {})
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k in ("accuracy", "loss") and v is not None)
+        shown = ", ".join(
+            f"{k} {v:.4g}" for k, v in metrics.items() if k in ("accuracy", "loss") and v is not None
+        )
         return f"job {outputs.get('job_id')}; {shown}; MLflow run {outputs.get('mlflow_run_id', '')[:8]}"
     if name == "register":
         return f"{outputs.get('model_name')} v{outputs.get('version')} @production (was {outputs.get('previous_production')})"
@@ -71,12 +78,16 @@ class ConsoleObserver:
         state = record.get("status")
         seconds = f"{record.get('duration_s') or 0:7.2f} s"
         if state == "skipped":
-            self.console.print(f"[cyan]↷ {stage.name:<9}[/cyan] skipped: inputs unchanged since the finished run")
+            self.console.print(
+                f"[cyan]↷ {stage.name:<9}[/cyan] skipped: inputs unchanged since the finished run"
+            )
         elif state == "succeeded":
             detail = stage_detail(stage.name, record.get("outputs", {}))
             self.console.print(f"[green]✓ {stage.name:<9}[/green]{seconds}  {escape(detail)}")
         else:
-            self.console.print(f"[red]✗ {stage.name:<9}[/red]{seconds}  {escape(str(record.get('error', '')))}")
+            self.console.print(
+                f"[red]✗ {stage.name:<9}[/red]{seconds}  {escape(str(record.get('error', '')))}"
+            )
 
 
 def report_table(doc: dict[str, Any]) -> Table:
@@ -90,9 +101,15 @@ def report_table(doc: dict[str, Any]) -> Table:
         style = {"succeeded": "green", "skipped": "cyan", "failed": "red"}.get(status, "yellow")
         seconds = record.get("duration_s")
         total += 0 if record.get("skipped") or seconds is None else seconds
-        detail = record.get("error") if status == "failed" else stage_detail(stage.name, record.get("outputs", {}))
-        table.add_row(stage.name, f"[{style}]{status}[/{style}]", f"{seconds:.2f}" if seconds is not None else "-",
-                      escape(str(detail or "")))
+        detail = (
+            record.get("error") if status == "failed" else stage_detail(stage.name, record.get("outputs", {}))
+        )
+        table.add_row(
+            stage.name,
+            f"[{style}]{status}[/{style}]",
+            f"{seconds:.2f}" if seconds is not None else "-",
+            escape(str(detail or "")),
+        )
     table.add_section()
     table.add_row("total", "", f"{total:.2f}", "")
     return table
@@ -111,13 +128,30 @@ def _workload_args(model: str | None, settings: list[str]) -> list[str]:
 @pipeline_app.command("run")
 def run(
     ctx: typer.Context,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Cluster config (default for --resume: the run's).")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Cluster config (default for --resume: the run's).")
+    ] = None,
     workload: Annotated[str | None, typer.Option("--workload", "-w", help="digits-cnn | llm-sft")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Base model of llm-sft: tiny-llama | smollm2-135m.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Base model of llm-sft: tiny-llama | smollm2-135m.")
+    ] = None,
     model_name: ModelNameOpt = None,
-    settings: Annotated[list[str] | None, typer.Option("--set", help="Workload option KEY=VALUE (e.g. epochs=3); repeatable.")] = None,
-    resume: Annotated[str | None, typer.Option("--resume", help="Resume RUN: skip finished stages whose inputs are unchanged.")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every log line of every stage.")] = False,
+    settings: Annotated[
+        list[str] | None, typer.Option("--set", help="Workload option KEY=VALUE (e.g. epochs=3); repeatable.")
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            help="Resume RUN ('latest' for the newest): skip finished stages whose inputs are unchanged.",
+        ),
+    ] = None,
+    stop_after: Annotated[
+        str | None, typer.Option("--stop-after", help="Stop after this stage (resume later with --resume).")
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Print every log line of every stage.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the pipeline: train → register → sync → deploy → verify, with a status line per stage.
@@ -128,29 +162,39 @@ def run(
     store = ctx.obj.store
     if resume is None:
         if config is None or workload is None:
-            raise AiHowError("pass --config and --workload (or --resume RUN)",
-                             fix="e.g. ai-how pipeline run -c config/local.yaml --workload digits-cnn")
+            raise AiHowError(
+                "pass --config and --workload (or --resume RUN)",
+                fix="e.g. ai-how pipeline run -c config/local.yaml --workload digits-cnn",
+            )
         options = RunOptions(workload, model_name or workload, _workload_args(model, settings or []))
     else:
+        resume = operations.resolve_run(store, resume)
         options = RunOptions("", "")
         if config is None:
-            doc = operations.PipelineRun.load(store, operations.Layout(store.root), resume).read()
+            doc = PipelineRun.load(store, Layout(store.root), resume).read()
             config = operations.config_path_of(doc)
     loaded = load_valid_config(ctx, config)
     console = render.err_console if as_json else render.console
     observer = ConsoleObserver(console, verbose)
     failure: StageFailedError | None = None
     try:
-        run_, doc = operations.run_pipeline(loaded, store, options, observer, resume)
+        _, doc = operations.run_pipeline(loaded, store, options, observer, resume, stop_after)
     except StageFailedError as exc:
         failure = exc
         run_id = resume or operations.latest_run(store)
         doc = store.read(f"runs/{run_id}")
     if as_json:
-        render.print_json(json.loads((ctx.obj.state_dir / "runs" / doc["run_id"] / "report.json").read_text()))
+        render.print_json(
+            json.loads((ctx.obj.state_dir / "runs" / doc["run_id"] / "report.json").read_text())
+        )
     else:
         console.print(report_table(doc))
         console.print(f"report: {ctx.obj.state_dir / 'runs' / doc['run_id'] / 'report.json'}")
+        if doc.get("status") == "stopped":
+            console.print(
+                f"stopped after {doc.get('stopped_after')}; continue with: "
+                f"ai-how pipeline run --resume {doc['run_id']}"
+            )
     if failure is not None:
         render.error_line(failure.message, failure.fix)
         render.err_console.print(f"  resume with: ai-how pipeline run --resume {doc['run_id']}")
@@ -160,7 +204,9 @@ def run(
 @pipeline_app.command("status")
 def status(
     ctx: typer.Context,
-    run_id: Annotated[str | None, typer.Argument(help="A run id; omitted: list the runs.")] = None,
+    run_id: Annotated[
+        str | None, typer.Argument(help="A run id or 'latest'; omitted: list the runs.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show one run's stages (status, timing, outputs), or list all runs."""
@@ -175,10 +221,19 @@ def status(
         for column in ("run", "workload", "model", "status", "created", "failed stage"):
             table.add_column(column)
         for r in runs:
-            table.add_row(r["run_id"], r["workload"], r["model_name"], r["status"], r["created"], r.get("failed_stage") or "")
-        render.console.print(table if runs else "No pipeline runs yet: `ai-how pipeline run -c CONFIG --workload W`.")
+            table.add_row(
+                r["run_id"],
+                r["workload"],
+                r["model_name"],
+                r["status"],
+                r["created"],
+                r.get("failed_stage") or "",
+            )
+        render.console.print(
+            table if runs else "No pipeline runs yet: `ai-how pipeline run -c CONFIG --workload W`."
+        )
         return
-    doc = operations.PipelineRun.load(store, operations.Layout(store.root), run_id).read()
+    doc = PipelineRun.load(store, Layout(store.root), operations.resolve_run(store, run_id)).read()
     if as_json:
         render.print_json(doc)
     else:
@@ -186,15 +241,21 @@ def status(
 
 
 @pipeline_app.command("verify")
-def verify(ctx: typer.Context, config: ConfigOpt, model_name: Annotated[str, typer.Option("--model-name", help="Registered model to check.")],
-           as_json: JsonOpt = False) -> None:
+def verify(
+    ctx: typer.Context,
+    config: ConfigOpt,
+    model_name: Annotated[str, typer.Option("--model-name", help="Registered model to check.")],
+    as_json: JsonOpt = False,
+) -> None:
     """Check the @production version end to end: registry, object store sha256, protocols, metrics. Exit 1 on failure."""
     loaded = load_valid_config(ctx, config)
     with render.progress(as_json, "verifying"):
         model, checks = operations.verify_production(loaded, ctx.obj.store, model_name)
     ok = all(c.ok for c in checks)
     if as_json:
-        render.print_json({"model": model_name, "version": model.version, "ok": ok, "checks": [c.to_json() for c in checks]})
+        render.print_json(
+            {"model": model_name, "version": model.version, "ok": ok, "checks": [c.to_json() for c in checks]}
+        )
     else:
         for c in checks:
             mark = "[green]✓[/green]" if c.ok else "[red]✗[/red]"
@@ -206,9 +267,12 @@ def verify(ctx: typer.Context, config: ConfigOpt, model_name: Annotated[str, typ
 
 @pipeline_app.command("rollback")
 def rollback(
-    ctx: typer.Context, config: ConfigOpt,
+    ctx: typer.Context,
+    config: ConfigOpt,
     model_name: Annotated[str, typer.Option("--model-name", help="Registered model to roll back.")],
-    to: Annotated[int | None, typer.Option("--to", help="Version to roll back to [default: the previous @production].")] = None,
+    to: Annotated[
+        int | None, typer.Option("--to", help="Version to roll back to [default: the previous @production].")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Move @production back to the previous version and redeploy it (the alias moves only once it serves)."""
@@ -218,8 +282,10 @@ def rollback(
     if as_json:
         render.print_json(result)
     else:
-        render.console.print(f"{model_name}: @production v{result['from']} → v{result['to']}, serving at "
-                             f"{result['endpoint']} (ready in {result['ready_seconds']} s)")
+        render.console.print(
+            f"{model_name}: @production v{result['from']} → v{result['to']}, serving at "
+            f"{result['endpoint']} (ready in {result['ready_seconds']} s)"
+        )
 
 
 def register(app: typer.Typer) -> None:

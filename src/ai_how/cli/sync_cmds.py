@@ -17,7 +17,9 @@ def sync(
     ctx: typer.Context,
     source: Annotated[Path, typer.Argument(help="Local directory (e.g. a model on the shared storage).")],
     dest: Annotated[str, typer.Argument(help="file:///dir/prefix or s3://bucket/prefix")],
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Config with the S3 endpoint/credentials.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Config with the S3 endpoint/credentials.")
+    ] = None,
     workers: Annotated[int, typer.Option(help="Files uploaded in parallel.", min=1, max=64)] = 8,
     as_json: JsonOpt = False,
 ) -> None:
@@ -34,8 +36,10 @@ def sync(
     if as_json:
         render.print_json({"source": str(source), "dest": dest, **report.to_json()})
     else:
-        render.console.print(f"synced {source} → {dest}: {len(report.uploaded)} uploaded, {len(report.skipped)} "
-                             f"unchanged, {report.bytes_uploaded} bytes in {report.duration_s:.2f} s, all verified")
+        render.console.print(
+            f"synced {source} → {dest}: {len(report.uploaded)} uploaded, {len(report.skipped)} "
+            f"unchanged, {report.bytes_uploaded} bytes in {report.duration_s:.2f} s, all verified"
+        )
 
 
 def register(app: typer.Typer) -> None:

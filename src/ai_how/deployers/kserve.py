@@ -27,13 +27,17 @@ class KServeDeployer:
         self.config = config
         self.layout = layout
         cloud = config.clusters.cloud
-        self.kubeconfig = (cloud.kubeconfig if cloud and cloud.kubeconfig else None) or os.environ.get("KUBECONFIG")
+        self.kubeconfig = (cloud.kubeconfig if cloud and cloud.kubeconfig else None) or os.environ.get(
+            "KUBECONFIG"
+        )
         self.image = os.environ.get("AI_HOW_SERVER_IMAGE", "ai-how/model-server:latest")
 
     def _api(self) -> Any:
         if not self.kubeconfig or not os.path.exists(os.path.expanduser(self.kubeconfig)):
-            raise DeployError("the kserve backend needs a Kubernetes cluster, and no kubeconfig was found",
-                              fix="set clusters.cloud.kubeconfig or KUBECONFIG, or use mlops.serving.backend: local")
+            raise DeployError(
+                "the kserve backend needs a Kubernetes cluster, and no kubeconfig was found",
+                fix="set clusters.cloud.kubeconfig or KUBECONFIG, or use mlops.serving.backend: local",
+            )
         from kubernetes import client, config
 
         config.load_kube_config(config_file=os.path.expanduser(self.kubeconfig))
@@ -44,14 +48,21 @@ class KServeDeployer:
 
         api = self._api()
         namespace = self.config.mlops.serving.namespace
-        manifest = isvc.inference_service(self.config, request.model_name, request.version, request.storage_uri,
-                                          run_id=request.run_id, tracking_uri=request.tracking_uri,
-                                          manifest_sha256=request.manifest_sha256)
+        manifest = isvc.inference_service(
+            self.config,
+            request.model_name,
+            request.version,
+            request.storage_uri,
+            run_id=request.run_id,
+            tracking_uri=request.tracking_uri,
+            manifest_sha256=request.manifest_sha256,
+        )
         started = time.monotonic()
         try:
             try:
-                api.create_namespaced_custom_object(GROUP, "v1alpha1", namespace, "servingruntimes",
-                                                    isvc.serving_runtime(self.image))
+                api.create_namespaced_custom_object(
+                    GROUP, "v1alpha1", namespace, "servingruntimes", isvc.serving_runtime(self.image)
+                )
             except ApiException as exc:
                 if exc.status != 409:
                     raise
@@ -60,26 +71,35 @@ class KServeDeployer:
             except ApiException as exc:
                 if exc.status != 409:
                     raise
-                api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, request.model_name, manifest)
+                api.patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, request.model_name, manifest
+                )
         except ApiException as exc:
             raise DeployError(f"Kubernetes refused the InferenceService: {exc.status} {exc.reason}") from None
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, request.model_name)
             status = obj.get("status", {})
-            ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []))
+            ready = any(
+                c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", [])
+            )
             if ready and status.get("url"):
-                return Deployment(status["url"], request.model_name, request.version, time.monotonic() - started)
+                return Deployment(
+                    status["url"], request.model_name, request.version, time.monotonic() - started
+                )
             time.sleep(5)
-        raise DeployError(f"InferenceService {namespace}/{request.model_name} not Ready after {READY_TIMEOUT_S:.0f} s",
-                          fix=f"kubectl describe inferenceservice -n {namespace} {request.model_name}")
+        raise DeployError(
+            f"InferenceService {namespace}/{request.model_name} not Ready after {READY_TIMEOUT_S:.0f} s",
+            fix=f"kubectl describe inferenceservice -n {namespace} {request.model_name}",
+        )
 
     def undeploy(self, model_name: str) -> bool:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            self._api().delete_namespaced_custom_object(GROUP, VERSION, self.config.mlops.serving.namespace, PLURAL,
-                                                        model_name)
+            self._api().delete_namespaced_custom_object(
+                GROUP, VERSION, self.config.mlops.serving.namespace, PLURAL, model_name
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return False
@@ -87,6 +107,7 @@ class KServeDeployer:
         return True
 
     def endpoint(self, model_name: str) -> str | None:
-        obj = self._api().get_namespaced_custom_object(GROUP, VERSION, self.config.mlops.serving.namespace, PLURAL,
-                                                       model_name)
+        obj = self._api().get_namespaced_custom_object(
+            GROUP, VERSION, self.config.mlops.serving.namespace, PLURAL, model_name
+        )
         return obj.get("status", {}).get("url")  # type: ignore[no-any-return]

@@ -31,31 +31,57 @@ class LocalDeployer:
         for pidfile in self.layout.serving.glob("*.pid"):
             stop_daemon(pidfile)
         if http_ok(f"{self.base_url}/"):
-            raise DeployError(f"{self.base_url} is already taken by a process ai-how did not start",
-                              fix="stop it or change mlops.serving.port")
+            raise DeployError(
+                f"{self.base_url} is already taken by a process ai-how did not start",
+                fix="stop it or change mlops.serving.port",
+            )
         command = [
-            sys.executable, "-m", "ai_how.serving.server", "--model-uri", request.storage_uri,
-            "--name", request.model_name, "--config", str(request.config_path), "--host", serving.host,
-            "--port", str(serving.port), "--cache-dir", str(self.layout.serving / "cache"),
+            sys.executable,
+            "-m",
+            "ai_how.serving.server",
+            "--model-uri",
+            request.storage_uri,
+            "--name",
+            request.model_name,
+            "--config",
+            str(request.config_path),
+            "--host",
+            serving.host,
+            "--port",
+            str(serving.port),
+            "--cache-dir",
+            str(self.layout.serving / "cache"),
         ]
         pidfile = self._pidfile(request.model_name)
         started = time.monotonic()
         start_daemon(command, pidfile=pidfile, log_path=request.log_path)
         ready_url = f"{self.base_url}/v2/models/{request.model_name}/ready"
         try:
-            wait_until(lambda: http_ok(ready_url), timeout_s=READY_TIMEOUT_S, what="the model server",
-                       alive=lambda: read_pid(pidfile) is not None, log_path=request.log_path)
+            wait_until(
+                lambda: http_ok(ready_url),
+                timeout_s=READY_TIMEOUT_S,
+                what="the model server",
+                alive=lambda: read_pid(pidfile) is not None,
+                log_path=request.log_path,
+            )
         except Exception as exc:
             stop_daemon(pidfile)
-            errors = [line for line in log_tail(request.log_path, 40).splitlines() if line.startswith("error:")]
+            errors = [
+                line for line in log_tail(request.log_path, 40).splitlines() if line.startswith("error:")
+            ]
             if errors:
                 raise DeployError(errors[-1].removeprefix("error: "), fix=f"see {request.log_path}") from None
             raise DeployError(str(exc)) from None
         (self.layout.serving / f"{request.model_name}.json").write_text(
             f'{{"version": {request.version}, "endpoint": "{self.base_url}", "uri": "{request.storage_uri}"}}\n'
         )
-        return Deployment(self.base_url, request.model_name, request.version, time.monotonic() - started,
-                          {"pid": str(read_pid(pidfile)), "log": str(request.log_path)})
+        return Deployment(
+            self.base_url,
+            request.model_name,
+            request.version,
+            time.monotonic() - started,
+            {"pid": str(read_pid(pidfile)), "log": str(request.log_path)},
+        )
 
     def undeploy(self, model_name: str) -> bool:
         return stop_daemon(self._pidfile(model_name))

@@ -20,19 +20,31 @@ def workload_command(spec: JobSpec, python: str = sys.executable) -> list[str]:
 
 def job_env(spec: JobSpec, state_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                "AI_HOW_MODEL_CACHE": str(state_dir / "models"), "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "DO_NOT_TRACK": "1",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "AI_HOW_MODEL_CACHE": str(state_dir / "models"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(spec.env)
     return env
 
 
 def failure_message(spec: JobSpec, returncode: int, tail: str) -> JobFailedError:
     lines = [line for line in tail.splitlines() if line.strip()]
-    cause = next((line.removeprefix("error: ") for line in reversed(lines) if line.startswith("error: ")), None)
+    cause = next(
+        (line.removeprefix("error: ") for line in reversed(lines) if line.startswith("error: ")), None
+    )
     if returncode == EXIT_BAD_INPUT and cause:
         return JobFailedError(f"{spec.workload}: {cause}")
     shown = "\n".join(lines[-15:])
-    return JobFailedError(f"{spec.workload} job exited with code {returncode}:\n{shown}", fix=f"see {spec.log_path}")
+    return JobFailedError(
+        f"{spec.workload} job exited with code {returncode}:\n{shown}", fix=f"see {spec.log_path}"
+    )
 
 
 class LocalExecutor:

@@ -120,5 +120,7 @@ def open_store(uri: str | StoreURI, config: ObjectStoreConfig | None = None) -> 
     parsed = uri if isinstance(uri, StoreURI) else StoreURI.parse(uri)
     factory = BACKENDS.get(parsed.scheme)
     if factory is None:
-        raise ObjectStoreError(f"no object-store backend for {parsed.scheme}://", fix=f"use one of {sorted(BACKENDS)}")
+        raise ObjectStoreError(
+            f"no object-store backend for {parsed.scheme}://", fix=f"use one of {sorted(BACKENDS)}"
+        )
     return factory(parsed, config), parsed.prefix

@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,7 +30,7 @@ class FileStore:
     def _meta_path(self, key: str) -> Path:
         return self.root / _META / f"{key}.json"
 
-    def _write_atomically(self, target: Path, write: callable) -> None:  # type: ignore[valid-type]
+    def _write_atomically(self, target: Path, write: Callable[[BinaryIO], object]) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         try:

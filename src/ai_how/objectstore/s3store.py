@@ -18,8 +18,15 @@ if TYPE_CHECKING:
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MULTIPART_CHUNK = 64 * 1024 * 1024
-_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken",
-                     "403", "Forbidden"}
+_CREDENTIAL_CODES = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "InvalidToken",
+    "ExpiredToken",
+    "403",
+    "Forbidden",
+}
 
 
 def s3_client(config: ObjectStoreConfig | None) -> Any:
@@ -66,21 +73,32 @@ class S3Store:
 
         where = self.config.endpoint if self.config and self.config.endpoint else "AWS S3"
         if isinstance(exc, EndpointConnectionError):
-            return ObjectStoreError(f"cannot reach the S3 endpoint {where}", fix="start it (`ai-how stack up`) or fix mlops.object_store.endpoint")
+            return ObjectStoreError(
+                f"cannot reach the S3 endpoint {where}",
+                fix="start it (`ai-how stack up`) or fix mlops.object_store.endpoint",
+            )
         if isinstance(exc, NoCredentialsError):
             return ObjectStoreError("no S3 credentials", fix=self._credential_fix())
         if isinstance(exc, ClientError):
             code = exc.response.get("Error", {}).get("Code", "")
             if code in _CREDENTIAL_CODES:
-                return ObjectStoreError(f"the S3 endpoint {where} rejected the credentials ({code})", fix=self._credential_fix())
+                return ObjectStoreError(
+                    f"the S3 endpoint {where} rejected the credentials ({code})", fix=self._credential_fix()
+                )
             if code in ("NoSuchBucket", "404") and action == "bucket":
                 return ObjectStoreError(f"bucket {self.bucket} does not exist at {where}")
-            return ObjectStoreError(f"S3 {action} failed at {where}: {code} {exc.response.get('Error', {}).get('Message', '')}".strip())
+            return ObjectStoreError(
+                f"S3 {action} failed at {where}: {code} {exc.response.get('Error', {}).get('Message', '')}".strip()
+            )
         return ObjectStoreError(f"S3 {action} failed at {where}: {exc}")
 
     def _credential_fix(self) -> str:
         creds = self.config.credentials if self.config else None
-        names = f"{creds.access_key_id_env} and {creds.secret_access_key_env}" if creds else "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        names = (
+            f"{creds.access_key_id_env} and {creds.secret_access_key_env}"
+            if creds
+            else "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
         return f"export {names} with valid keys for this endpoint"
 
     def ensure_bucket(self) -> None:
@@ -112,7 +130,9 @@ class S3Store:
         )
         try:
             self.client.upload_file(
-                str(path), self.bucket, key,
+                str(path),
+                self.bucket,
+                key,
                 ExtraArgs={"Metadata": {"sha256": sha256}, "ChecksumAlgorithm": "SHA256"},
                 Config=transfer,
             )
@@ -125,7 +145,10 @@ class S3Store:
         self.ensure_bucket()
         try:
             self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256",
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                ChecksumAlgorithm="SHA256",
                 Metadata={"sha256": hashlib.sha256(data).hexdigest()},
             )
         except Exception as exc:

@@ -70,7 +70,9 @@ class Manifest:
     def digest(self) -> str:
         import hashlib
 
-        return hashlib.sha256("".join(f"{e.path}:{e.sha256}\n" for e in self.files.values()).encode()).hexdigest()
+        return hashlib.sha256(
+            "".join(f"{e.path}:{e.sha256}\n" for e in self.files.values()).encode()
+        ).hexdigest()
 
 
 @dataclass
@@ -83,8 +85,11 @@ class SyncReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "uploaded": self.uploaded, "skipped": self.skipped, "bytes_uploaded": self.bytes_uploaded,
-            "manifest_digest": self.manifest_digest, "duration_s": round(self.duration_s, 3),
+            "uploaded": self.uploaded,
+            "skipped": self.skipped,
+            "bytes_uploaded": self.bytes_uploaded,
+            "manifest_digest": self.manifest_digest,
+            "duration_s": round(self.duration_s, 3),
         }
 
 
@@ -100,7 +105,7 @@ def retry(action: Callable[[], Any], what: str, attempts: int = 4, base_s: float
         except ObjectStoreError as exc:
             if attempt == attempts or "credentials" in exc.message:
                 raise
-            time.sleep(base_s * 2 ** (attempt - 1) * (1 + random.random() / 2))  # noqa: S311
+            time.sleep(base_s * 2 ** (attempt - 1) * (1 + random.random() / 2))
     raise AssertionError(what)  # pragma: no cover
 
 
@@ -135,7 +140,9 @@ class _SyncState:
     def mark(self, rel: str, sha: str) -> None:
         self.verified[rel] = sha
         if self.path is not None:
-            atomic_write_text(self.path, json.dumps({"target": self.target, "verified": self.verified}, indent=1))
+            atomic_write_text(
+                self.path, json.dumps({"target": self.target, "verified": self.verified}, indent=1)
+            )
 
 
 def sync_directory(

@@ -60,8 +60,14 @@ def digits_samples(count: int = 60) -> tuple[list[list[float]], list[int]]:
 def protocol_checks(endpoint: str, model: str, kind: str) -> list[Check]:
     base = endpoint.rstrip("/")
     client = httpx.Client(timeout=TIMEOUT)
-    checks = [_check("health: /v2/health/ready", lambda: _expect_json(client.get(f"{base}/v2/health/ready"), "ready"))]
-    checks.append(_check("V2 metadata", lambda: _expect_json(client.get(f"{base}/v2/models/{model}"), "inputs")))
+    checks = [
+        _check(
+            "health: /v2/health/ready", lambda: _expect_json(client.get(f"{base}/v2/health/ready"), "ready")
+        )
+    ]
+    checks.append(
+        _check("V2 metadata", lambda: _expect_json(client.get(f"{base}/v2/models/{model}"), "inputs"))
+    )
     if kind == "classifier":
         images, labels = digits_samples()
 
@@ -75,8 +81,10 @@ def protocol_checks(endpoint: str, model: str, kind: str) -> list[Check]:
 
         def v2() -> str:
             flat = [v for image in images for v in image]
-            request = {"id": "verify", "inputs": [{"name": "input-0", "shape": [len(images), 64], "datatype": "FP32",
-                                                   "data": flat}]}
+            request = {
+                "id": "verify",
+                "inputs": [{"name": "input-0", "shape": [len(images), 64], "datatype": "FP32", "data": flat}],
+            }
             body = client.post(f"{base}/v2/models/{model}/infer", json=request)
             body.raise_for_status()
             outputs = {o["name"]: o for o in body.json()["outputs"]}
@@ -88,25 +96,36 @@ def protocol_checks(endpoint: str, model: str, kind: str) -> list[Check]:
 
         checks += [_check("V1 predict", v1), _check("V2 infer", v2)]
     else:
+
         def v1() -> str:
-            body = client.post(f"{base}/v1/models/{model}:predict",
-                               json={"instances": ["Hello"], "parameters": {"max_new_tokens": 8}})
+            body = client.post(
+                f"{base}/v1/models/{model}:predict",
+                json={"instances": ["Hello"], "parameters": {"max_new_tokens": 8}},
+            )
             body.raise_for_status()
             (text,) = body.json()["predictions"]
             assert isinstance(text, str), "prediction is not text"
             return f"{len(text)} characters"
 
         def v2() -> str:
-            request = {"inputs": [{"name": "text_input", "shape": [1], "datatype": "BYTES", "data": ["Hello"]}]}
+            request = {
+                "inputs": [{"name": "text_input", "shape": [1], "datatype": "BYTES", "data": ["Hello"]}]
+            }
             body = client.post(f"{base}/v2/models/{model}/infer", json=request)
             body.raise_for_status()
             assert body.json()["outputs"][0]["datatype"] == "BYTES", "V2 output is not BYTES"
             return "BYTES output"
 
         def chat() -> str:
-            body = client.post(f"{base}/openai/v1/chat/completions", json={
-                "model": model, "messages": [{"role": "user", "content": "Hello, how are you?"}],
-                "max_completion_tokens": 8, "temperature": 0})
+            body = client.post(
+                f"{base}/openai/v1/chat/completions",
+                json={
+                    "model": model,
+                    "messages": [{"role": "user", "content": "Hello, how are you?"}],
+                    "max_completion_tokens": 8,
+                    "temperature": 0,
+                },
+            )
             body.raise_for_status()
             data = body.json()
             assert data["object"] == "chat.completion", "not a chat.completion"
@@ -115,15 +134,20 @@ def protocol_checks(endpoint: str, model: str, kind: str) -> list[Check]:
             return f"{data['usage']['completion_tokens']} tokens"
 
         def completion() -> str:
-            body = client.post(f"{base}/openai/v1/completions",
-                               json={"model": model, "prompt": "Hello", "max_tokens": 4})
+            body = client.post(
+                f"{base}/openai/v1/completions", json={"model": model, "prompt": "Hello", "max_tokens": 4}
+            )
             body.raise_for_status()
             data = body.json()
             assert 0 < data["usage"]["completion_tokens"] <= 4, "max_tokens not honoured"
             return f"{data['usage']['completion_tokens']} tokens"
 
-        checks += [_check("V1 predict", v1), _check("V2 infer", v2), _check("OpenAI chat completions", chat),
-                   _check("OpenAI completions", completion)]
+        checks += [
+            _check("V1 predict", v1),
+            _check("V2 infer", v2),
+            _check("OpenAI chat completions", chat),
+            _check("OpenAI completions", completion),
+        ]
     return checks
 
 
@@ -135,7 +159,14 @@ def _expect_json(response: httpx.Response, key: str) -> str:
 
 
 def verify_deployment(
-    *, tracker: Tracker, model: str, version: int, store_uri: str, store_config: Any, endpoint: str, kind: str,
+    *,
+    tracker: Tracker,
+    model: str,
+    version: int,
+    store_uri: str,
+    store_config: Any,
+    endpoint: str,
+    kind: str,
 ) -> list[Check]:
     """Registry, object store (full read-back), protocols, and that the metrics moved."""
     checks: list[Check] = []
@@ -163,10 +194,12 @@ def verify_deployment(
 
     def metrics() -> str:
         after = httpx.get(metrics_url, timeout=TIMEOUT).text
-        predicted = metric_total(after, "request_predict_seconds_count", {"model_name": model}) - metric_total(
-            before, "request_predict_seconds_count", {"model_name": model})
+        predicted = metric_total(
+            after, "request_predict_seconds_count", {"model_name": model}
+        ) - metric_total(before, "request_predict_seconds_count", {"model_name": model})
         served = metric_total(after, "ai_how_requests_total", {"code": "200"}) - metric_total(
-            before, "ai_how_requests_total", {"code": "200"})
+            before, "ai_how_requests_total", {"code": "200"}
+        )
         assert predicted > 0, "request_predict_seconds_count did not move"
         assert served > 0, "ai_how_requests_total did not move"
         return f"+{predicted:.0f} predictions, +{served:.0f} requests"

@@ -12,21 +12,45 @@ from ai_how.deployers.base import DeployRequest, deployer_for
 from ai_how.errors import AiHowError
 from ai_how.layout import Layout
 from ai_how.pipeline.checks import Check, verify_deployment
-from ai_how.pipeline.runner import Observer, PipelineRun, RunOptions  # noqa: F401 (re-exported for the CLI)
+from ai_how.pipeline.runner import Observer, PipelineRun, RunOptions
 from ai_how.pipeline.stages import STAGES, check_workload
 from ai_how.state.store import StateStore
 from ai_how.tracking import PRODUCTION, Tracker, tracking_uri_of
 
 
-def run_pipeline(loaded: LoadedConfig, store: StateStore, options: RunOptions, observer: Observer,
-                 resume: str | None = None) -> tuple[PipelineRun, dict[str, Any]]:
+def run_pipeline(
+    loaded: LoadedConfig,
+    store: StateStore,
+    options: RunOptions,
+    observer: Observer,
+    resume: str | None = None,
+    stop_after: str | None = None,
+) -> tuple[PipelineRun, dict[str, Any]]:
     layout = Layout(store.root)
+    if stop_after is not None and stop_after not in [s.name for s in STAGES]:
+        raise AiHowError(
+            f"unknown stage {stop_after!r}", fix=f"use one of: {', '.join(s.name for s in STAGES)}"
+        )
     if resume is not None:
         run = PipelineRun.load(store, layout, resume)
     else:
         check_workload(options.workload)
         run = PipelineRun.create(store, layout, loaded.path, options, STAGES)
-    return run, run.execute(STAGES, loaded.config, loaded.path, observer, resume=resume is not None)
+    return run, run.execute(
+        STAGES, loaded.config, loaded.path, observer, resume=resume is not None, stop_after=stop_after
+    )
+
+
+def resolve_run(store: StateStore, run_id: str) -> str:
+    """``latest`` means the most recently created run."""
+    if run_id != "latest":
+        return run_id
+    latest = latest_run(store)
+    if latest is None:
+        raise AiHowError(
+            "there is no pipeline run yet", fix="start one with `ai-how pipeline run -c CONFIG --workload W`"
+        )
+    return latest
 
 
 def latest_run(store: StateStore) -> str | None:
@@ -48,29 +72,51 @@ class ProductionModel:
 def production_model(tracker: Tracker, name: str, version: int | None = None) -> ProductionModel:
     current = version if version is not None else tracker.alias_version(name, PRODUCTION)
     if current is None:
-        raise AiHowError(f"model {name!r} has no @{PRODUCTION} version",
-                         fix="run `ai-how pipeline run` first, or check --model")
+        raise AiHowError(
+            f"model {name!r} has no @{PRODUCTION} version",
+            fix="run `ai-how pipeline run` first, or check --model",
+        )
     tags = tracker.version_tags(name, current)
     if "ai_how.storage_uri" not in tags:
-        raise AiHowError(f"{name} v{current} was never synced to the object store",
-                         fix="resume the run that registered it (`ai-how pipeline run --resume RUN`)")
-    return ProductionModel(name, current, tags["ai_how.storage_uri"], tags.get("ai_how.manifest_sha256", ""),
-                           tags.get("ai_how.kind", "classifier"))
+        raise AiHowError(
+            f"{name} v{current} was never synced to the object store",
+            fix="resume the run that registered it (`ai-how pipeline run --resume RUN`)",
+        )
+    return ProductionModel(
+        name,
+        current,
+        tags["ai_how.storage_uri"],
+        tags.get("ai_how.manifest_sha256", ""),
+        tags.get("ai_how.kind", "classifier"),
+    )
 
 
-def verify_production(loaded: LoadedConfig, store: StateStore, model_name: str) -> tuple[ProductionModel, list[Check]]:
+def verify_production(
+    loaded: LoadedConfig, store: StateStore, model_name: str
+) -> tuple[ProductionModel, list[Check]]:
     config = loaded.config
     tracker = Tracker(tracking_uri_of(config), config.mlops.mlflow.experiment)
     model = production_model(tracker, model_name)
     endpoint = deployer_for(config, Layout(store.root)).endpoint(model_name)
     if endpoint is None:
-        raise AiHowError(f"{model_name} is not deployed", fix="run `ai-how pipeline run` or `ai-how pipeline rollback`")
-    checks = verify_deployment(tracker=tracker, model=model_name, version=model.version, store_uri=model.storage_uri,
-                               store_config=config.mlops.object_store, endpoint=endpoint, kind=model.kind)
+        raise AiHowError(
+            f"{model_name} is not deployed", fix="run `ai-how pipeline run` or `ai-how pipeline rollback`"
+        )
+    checks = verify_deployment(
+        tracker=tracker,
+        model=model_name,
+        version=model.version,
+        store_uri=model.storage_uri,
+        store_config=config.mlops.object_store,
+        endpoint=endpoint,
+        kind=model.kind,
+    )
     return model, checks
 
 
-def rollback(loaded: LoadedConfig, store: StateStore, model_name: str, to_version: int | None = None) -> dict[str, Any]:
+def rollback(
+    loaded: LoadedConfig, store: StateStore, model_name: str, to_version: int | None = None
+) -> dict[str, Any]:
     """Move @production back to the version that held it before (or ``to_version``) and redeploy it."""
     config = loaded.config
     layout = Layout(store.root)
@@ -78,32 +124,49 @@ def rollback(loaded: LoadedConfig, store: StateStore, model_name: str, to_versio
     current = tracker.alias_version(model_name, PRODUCTION)
     if current is None:
         raise AiHowError(f"model {model_name!r} has no @{PRODUCTION} version to roll back from")
-    target = to_version if to_version is not None else _previous_production(store, model_name, current, tracker)
+    target = (
+        to_version if to_version is not None else _previous_production(store, model_name, current, tracker)
+    )
     if target == current:
         raise AiHowError(f"{model_name} v{target} is already @{PRODUCTION}")
     model = production_model(tracker, model_name, target)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = layout.root / "rollbacks" / f"{stamp}-{model_name}"
-    deployment = deployer_for(config, layout).deploy(DeployRequest(
-        model_name=model_name, version=target, storage_uri=model.storage_uri, config_path=loaded.path,
-        run_dir=run_dir, log_path=run_dir / "server.log", run_id=f"rollback-{stamp}",
-        tracking_uri=tracking_uri_of(config), manifest_sha256=model.manifest_sha256,
-    ))
+    deployment = deployer_for(config, layout).deploy(
+        DeployRequest(
+            model_name=model_name,
+            version=target,
+            storage_uri=model.storage_uri,
+            config_path=loaded.path,
+            run_dir=run_dir,
+            log_path=run_dir / "server.log",
+            run_id=f"rollback-{stamp}",
+            tracking_uri=tracking_uri_of(config),
+            manifest_sha256=model.manifest_sha256,
+        )
+    )
     tracker.set_alias(model_name, target, PRODUCTION)  # only once the old version serves again
     with store.transaction() as doc:
         doc.setdefault("rollbacks", []).append(
-            {"model": model_name, "from": current, "to": target, "at": stamp, "endpoint": deployment.endpoint})
-    return {"model": model_name, "from": current, "to": target, "endpoint": deployment.endpoint,
-            "ready_seconds": round(deployment.ready_seconds, 3)}
+            {"model": model_name, "from": current, "to": target, "at": stamp, "endpoint": deployment.endpoint}
+        )
+    return {
+        "model": model_name,
+        "from": current,
+        "to": target,
+        "endpoint": deployment.endpoint,
+        "ready_seconds": round(deployment.ready_seconds, 3),
+    }
 
 
 def _previous_production(store: StateStore, model_name: str, current: int, tracker: Tracker) -> int:
     """The version @production pointed at before ``current`` was promoted (recorded by its register stage)."""
     for name in store.names("runs"):
         register = store.read(name).get("stages", {}).get("register", {}).get("outputs", {})
-        if register.get("model_name") == model_name and register.get("version") == current:
-            if register.get("previous_production") is not None:
-                return int(register["previous_production"])
+        if (register.get("model_name"), register.get("version")) == (model_name, current) and register.get(
+            "previous_production"
+        ) is not None:
+            return int(register["previous_production"])
     older = [v for v in tracker.versions(model_name) if v < current]
     if not older:
         raise AiHowError(f"{model_name} v{current} is the first version: there is nothing to roll back to")
@@ -111,7 +174,10 @@ def _previous_production(store: StateStore, model_name: str, current: int, track
 
 
 def run_summary(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: doc.get(k) for k in ("run_id", "workload", "model_name", "status", "created", "failed_stage", "error")}
+    return {
+        k: doc.get(k)
+        for k in ("run_id", "workload", "model_name", "status", "created", "failed_stage", "error")
+    }
 
 
 def config_path_of(doc: dict[str, Any]) -> Path:

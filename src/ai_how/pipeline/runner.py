@@ -8,6 +8,7 @@ unchanged and re-runs the failed one and everything after it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import secrets
@@ -87,15 +88,23 @@ class PipelineRun:
         self.run_dir = layout.run_dir(run_id)
 
     @classmethod
-    def create(cls, store: StateStore, layout: Layout, config_path: Path, options: RunOptions,
-               stages: list[Stage]) -> PipelineRun:
+    def create(
+        cls, store: StateStore, layout: Layout, config_path: Path, options: RunOptions, stages: list[Stage]
+    ) -> PipelineRun:
         run = cls(store, layout, new_run_id(options.workload))
         with store.transaction(run.doc_name) as doc:
-            doc.update({
-                "run_id": run.run_id, "config": str(config_path.resolve()), "workload": options.workload,
-                "model_name": options.model_name, "workload_args": options.workload_args, "created": _now(),
-                "status": "pending", "stages": {s.name: {"status": "pending"} for s in stages},
-            })
+            doc.update(
+                {
+                    "run_id": run.run_id,
+                    "config": str(config_path.resolve()),
+                    "workload": options.workload,
+                    "model_name": options.model_name,
+                    "workload_args": options.workload_args,
+                    "created": _now(),
+                    "status": "pending",
+                    "stages": {s.name: {"status": "pending"} for s in stages},
+                }
+            )
         return run
 
     @classmethod
@@ -103,8 +112,10 @@ class PipelineRun:
         run = cls(store, layout, run_id)
         if not store.exists(run.doc_name):
             known = [n.split("/", 1)[1] for n in store.names("runs")][-5:]
-            raise AiHowError(f"no pipeline run {run_id!r} in {store.root}",
-                             fix=f"pick one of: {', '.join(known)}" if known else "start one with `ai-how pipeline run`")
+            raise AiHowError(
+                f"no pipeline run {run_id!r} in {store.root}",
+                fix=f"pick one of: {', '.join(known)}" if known else "start one with `ai-how pipeline run`",
+            )
         return run
 
     def read(self) -> dict[str, Any]:
@@ -125,9 +136,20 @@ class PipelineRun:
         with self.store.transaction(self.doc_name) as doc:
             doc.update(status=status, updated=_now(), **fields)
 
-    def execute(self, stages: list[Stage], config: ClusterConfig, config_path: Path, observer: Observer,
-                *, resume: bool) -> dict[str, Any]:
-        """Run (or resume) the stages in order; stop at the first failure. Returns the final run document."""
+    def execute(
+        self,
+        stages: list[Stage],
+        config: ClusterConfig,
+        config_path: Path,
+        observer: Observer,
+        *,
+        resume: bool,
+        stop_after: str | None = None,
+    ) -> dict[str, Any]:
+        """Run (or resume) the stages in order; stop at the first failure, or after ``stop_after``.
+
+        Returns the final run document (status ``succeeded``, or ``stopped`` when ``stop_after`` ended it early).
+        """
         with self.store.lock(f"active/{self.run_id}", blocking=False):
             self._set_status("running", error=None, failed_stage=None)
             options = self.options
@@ -136,15 +158,30 @@ class PipelineRun:
             for stage in stages:
                 log_path = self.run_dir / "logs" / f"{stage.name}.log"
                 recorded = self.read()["stages"].get(stage.name, {})
-                ctx = StageContext(self.run_id, self.run_dir, config, config_path, self.layout, options,
-                                   {**outputs, stage.name: recorded.get("outputs", {})}, log_path,
-                                   lambda line, s=stage, p=log_path: self._log(s, p, line, observer))
+                ctx = StageContext(
+                    self.run_id,
+                    self.run_dir,
+                    config,
+                    config_path,
+                    self.layout,
+                    options,
+                    {**outputs, stage.name: recorded.get("outputs", {})},
+                    log_path,
+                    functools.partial(self._log, stage, log_path, observer=observer),
+                )
                 input_hash = digest(stage.inputs(ctx))
-                if (resume and not changed_upstream and recorded.get("status") == "succeeded"
-                        and recorded.get("input_hash") == input_hash):
+                if (
+                    resume
+                    and not changed_upstream
+                    and recorded.get("status") == "succeeded"
+                    and recorded.get("input_hash") == input_hash
+                ):
                     record = self._update_stage(stage.name, skipped=True)
                     outputs[stage.name] = record.get("outputs", {})
                     observer.stage_finished(stage, record | {"status": "skipped"})
+                    if stage.name == stop_after:
+                        self._set_status("stopped", stopped_after=stage.name)
+                        return self.read()
                     continue
                 changed_upstream = True
                 observer.stage_started(stage)
@@ -156,11 +193,18 @@ class PipelineRun:
                     except (AiHowError, KeyboardInterrupt, SystemExit):
                         raise
                     except Exception as exc:  # a bug or an unexpected library error: still a recorded failure
-                        raise AiHowError(f"{type(exc).__name__}: {exc}", fix="run with --debug and report it") from exc
+                        raise AiHowError(
+                            f"{type(exc).__name__}: {exc}", fix="run with --debug and report it"
+                        ) from exc
                 except AiHowError as exc:
-                    record = self._update_stage(stage.name, status="failed", finished=_now(),
-                                                duration_s=round(time.monotonic() - started, 3), error=str(exc))
-                    self._log(stage, log_path, f"FAILED: {exc}", None)
+                    record = self._update_stage(
+                        stage.name,
+                        status="failed",
+                        finished=_now(),
+                        duration_s=round(time.monotonic() - started, 3),
+                        error=str(exc),
+                    )
+                    self._log(stage, log_path, f"FAILED: {exc}", observer=None)
                     self._set_status("failed", failed_stage=stage.name, error=str(exc))
                     observer.stage_finished(stage, record)
                     self.write_report(stages)
@@ -169,16 +213,25 @@ class PipelineRun:
                     self._update_stage(stage.name, status="interrupted", finished=_now())
                     self._set_status("interrupted", failed_stage=stage.name)
                     raise
-                record = self._update_stage(stage.name, status="succeeded", finished=_now(),
-                                            duration_s=round(time.monotonic() - started, 3),
-                                            input_hash=input_hash, outputs=result)
+                record = self._update_stage(
+                    stage.name,
+                    status="succeeded",
+                    finished=_now(),
+                    duration_s=round(time.monotonic() - started, 3),
+                    input_hash=input_hash,
+                    outputs=result,
+                )
                 outputs[stage.name] = result
                 observer.stage_finished(stage, record)
+                if stage.name == stop_after and stage is not stages[-1]:
+                    self._set_status("stopped", stopped_after=stage.name)
+                    self.write_report(stages)
+                    return self.read()
             self._set_status("succeeded")
             self.write_report(stages)
             return self.read()
 
-    def _log(self, stage: Stage, path: Path, line: str, observer: Observer | None) -> None:
+    def _log(self, stage: Stage, path: Path, line: str, *, observer: Observer | None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8") as handle:
             handle.write(f"{_now()} {line}\n")
@@ -188,14 +241,20 @@ class PipelineRun:
     def write_report(self, stages: list[Stage]) -> dict[str, Any]:
         doc = self.read()
         report = {
-            "run_id": self.run_id, "status": doc.get("status"), "workload": doc.get("workload"),
-            "model_name": doc.get("model_name"), "error": doc.get("error"),
+            "run_id": self.run_id,
+            "status": doc.get("status"),
+            "workload": doc.get("workload"),
+            "model_name": doc.get("model_name"),
+            "error": doc.get("error"),
             "stages": [
-                {"name": s.name, "status": doc["stages"].get(s.name, {}).get("status", "pending"),
-                 "skipped": doc["stages"].get(s.name, {}).get("skipped", False),
-                 "duration_s": doc["stages"].get(s.name, {}).get("duration_s"),
-                 "outputs": doc["stages"].get(s.name, {}).get("outputs", {}),
-                 "error": doc["stages"].get(s.name, {}).get("error")}
+                {
+                    "name": s.name,
+                    "status": doc["stages"].get(s.name, {}).get("status", "pending"),
+                    "skipped": doc["stages"].get(s.name, {}).get("skipped", False),
+                    "duration_s": doc["stages"].get(s.name, {}).get("duration_s"),
+                    "outputs": doc["stages"].get(s.name, {}).get("outputs", {}),
+                    "error": doc["stages"].get(s.name, {}).get("error"),
+                }
                 for s in stages
             ],
             "total_s": round(sum((doc["stages"].get(s.name, {}).get("duration_s") or 0) for s in stages), 3),

@@ -28,8 +28,14 @@ from ai_how.workloads.common import RESULT_FILE
 def code_version() -> str:
     """The ai-how version, plus the git commit when running from a checkout."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent, check=False).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+            check=False,
+        ).stdout.strip()
     except OSError:
         commit = ""
     return f"{__version__}+{commit}" if commit else __version__
@@ -58,8 +64,12 @@ def training_output(ctx: StageContext) -> Path:
 
 def train_inputs(ctx: StageContext) -> dict[str, Any]:
     hpc = ctx.config.clusters.hpc
-    return {"workload": ctx.options.workload, "args": ctx.options.workload_args,
-            "scheduler": hpc.scheduler if hpc else "local", "code": code_version()}
+    return {
+        "workload": ctx.options.workload,
+        "args": ctx.options.workload_args,
+        "scheduler": hpc.scheduler if hpc else "local",
+        "code": code_version(),
+    }
 
 
 def train(ctx: StageContext) -> dict[str, Any]:
@@ -68,29 +78,52 @@ def train(ctx: StageContext) -> dict[str, Any]:
     output = training_output(ctx)
     if output.exists():
         shutil.rmtree(output)  # a re-run starts clean
-    spec = JobSpec(name=ctx.run_id, workload=ctx.options.workload, args=ctx.options.workload_args,
-                   output_dir=output, log_path=ctx.log_path)
+    spec = JobSpec(
+        name=ctx.run_id,
+        workload=ctx.options.workload,
+        args=ctx.options.workload_args,
+        output_dir=output,
+        log_path=ctx.log_path,
+    )
     ctx.log(f"submitting {spec.workload} to the {executor.name} executor; output {output}")
     job = executor.run(spec)
     result = json.loads((output / RESULT_FILE).read_text())
     model_dir = output / "model"
     manifest = Manifest.of_directory(model_dir)
-    mlflow_run = tracker.start_run(ctx.run_id, f"{ctx.options.workload}-{ctx.run_id}", {
-        "ai_how.workload": ctx.options.workload, "ai_how.job_id": job.job_id, "ai_how.executor": executor.name,
-        "ai_how.code_version": code_version(), "ai_how.dataset_sha256": result["dataset_sha256"],
-    })
+    mlflow_run = tracker.start_run(
+        ctx.run_id,
+        f"{ctx.options.workload}-{ctx.run_id}",
+        {
+            "ai_how.workload": ctx.options.workload,
+            "ai_how.job_id": job.job_id,
+            "ai_how.executor": executor.name,
+            "ai_how.code_version": code_version(),
+            "ai_how.dataset_sha256": result["dataset_sha256"],
+        },
+    )
     metrics = result["metrics"]
     histories = {k: v for k, v in metrics.items() if isinstance(v, list) and v}
     scalars = {k: [v] for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    calls = tracker.log_batch(mlflow_run, params=result["params"] | {"job_id": job.job_id},
-                              metrics=histories | scalars,
-                              tags={"ai_how.model_sha256": manifest.digest})
+    calls = tracker.log_batch(
+        mlflow_run,
+        params=result["params"] | {"job_id": job.job_id},
+        metrics=histories | scalars,
+        tags={"ai_how.model_sha256": manifest.digest},
+    )
     tracker.finish_run(mlflow_run)
-    ctx.log(f"job {job.job_id} finished in {job.duration_s:.1f} s; MLflow run {mlflow_run} ({calls} log_batch call(s))")
+    ctx.log(
+        f"job {job.job_id} finished in {job.duration_s:.1f} s; MLflow run {mlflow_run} ({calls} log_batch call(s))"
+    )
     summary = {k: (v[-1] if isinstance(v, list) and v else v) for k, v in metrics.items()}
-    return {"model_dir": str(model_dir), "job_id": job.job_id, "mlflow_run_id": mlflow_run,
-            "dataset_sha256": result["dataset_sha256"], "model_sha256": manifest.digest, "kind": result["kind"],
-            "metrics": summary}
+    return {
+        "model_dir": str(model_dir),
+        "job_id": job.job_id,
+        "mlflow_run_id": mlflow_run,
+        "dataset_sha256": result["dataset_sha256"],
+        "model_sha256": manifest.digest,
+        "kind": result["kind"],
+        "metrics": summary,
+    }
 
 
 # --------------------------------------------------------------------------- register
@@ -98,8 +131,11 @@ def train(ctx: StageContext) -> dict[str, Any]:
 
 def register_inputs(ctx: StageContext) -> dict[str, Any]:
     train_out = ctx.outputs["train"]
-    return {"model_sha256": train_out["model_sha256"], "mlflow_run_id": train_out["mlflow_run_id"],
-            "model_name": ctx.options.model_name}
+    return {
+        "model_sha256": train_out["model_sha256"],
+        "mlflow_run_id": train_out["mlflow_run_id"],
+        "model_name": ctx.options.model_name,
+    }
 
 
 def register(ctx: StageContext) -> dict[str, Any]:
@@ -107,14 +143,25 @@ def register(ctx: StageContext) -> dict[str, Any]:
     train_out = ctx.outputs["train"]
     name = ctx.options.model_name
     source = tracker.log_model_dir(train_out["mlflow_run_id"], Path(train_out["model_dir"]), "model")
-    ref = tracker.register(name, train_out["mlflow_run_id"], source, {
-        RUN_TAG: ctx.run_id, "ai_how.workload": ctx.options.workload, "ai_how.kind": train_out["kind"],
-        "ai_how.model_sha256": train_out["model_sha256"], "ai_how.dataset_sha256": train_out["dataset_sha256"],
-        "ai_how.job_id": train_out["job_id"],
-    }, description=f"{ctx.options.workload} trained by ai-how run {ctx.run_id}")
+    ref = tracker.register(
+        name,
+        train_out["mlflow_run_id"],
+        source,
+        {
+            RUN_TAG: ctx.run_id,
+            "ai_how.workload": ctx.options.workload,
+            "ai_how.kind": train_out["kind"],
+            "ai_how.model_sha256": train_out["model_sha256"],
+            "ai_how.dataset_sha256": train_out["dataset_sha256"],
+            "ai_how.job_id": train_out["job_id"],
+        },
+        description=f"{ctx.options.workload} trained by ai-how run {ctx.run_id}",
+    )
     current = tracker.alias_version(name, PRODUCTION)
     # On a resumed register the alias may already point here: keep the previous holder recorded then.
-    previous = current if current != ref.version else ctx.outputs.get("register", {}).get("previous_production")
+    previous = (
+        current if current != ref.version else ctx.outputs.get("register", {}).get("previous_production")
+    )
     tracker.set_alias(name, ref.version, PRODUCTION)
     ctx.log(f"registered {name} v{ref.version} from {source}; @{PRODUCTION} {previous} -> {ref.version}")
     return {"model_name": name, "version": ref.version, "source": source, "previous_production": previous}
@@ -126,7 +173,11 @@ def register(ctx: StageContext) -> dict[str, Any]:
 def sync_inputs(ctx: StageContext) -> dict[str, Any]:
     reg = ctx.outputs["register"]
     target = model_store_uri(ctx.config, ctx.layout, reg["model_name"], reg["version"])
-    return {"model_sha256": ctx.outputs["train"]["model_sha256"], "version": reg["version"], "target": str(target)}
+    return {
+        "model_sha256": ctx.outputs["train"]["model_sha256"],
+        "version": reg["version"],
+        "target": str(target),
+    }
 
 
 def sync(ctx: StageContext) -> dict[str, Any]:
@@ -134,15 +185,28 @@ def sync(ctx: StageContext) -> dict[str, Any]:
     target = model_store_uri(ctx.config, ctx.layout, reg["model_name"], reg["version"])
     store, prefix = open_store(target, ctx.config.mlops.object_store)
     report = sync_directory(
-        Path(train_out["model_dir"]), store, prefix, state_path=ctx.run_dir / "sync-state.json",
-        meta={"model_name": reg["model_name"], "version": reg["version"], "run": ctx.run_id, "kind": train_out["kind"],
-              "mlflow_run_id": train_out["mlflow_run_id"]},
+        Path(train_out["model_dir"]),
+        store,
+        prefix,
+        state_path=ctx.run_dir / "sync-state.json",
+        meta={
+            "model_name": reg["model_name"],
+            "version": reg["version"],
+            "run": ctx.run_id,
+            "kind": train_out["kind"],
+            "mlflow_run_id": train_out["mlflow_run_id"],
+        },
         on_file=lambda path, outcome: ctx.log(f"{outcome}: {path}"),
     )
-    tracker_for(ctx).set_version_tags(reg["model_name"], reg["version"], {
-        "ai_how.storage_uri": str(target), "ai_how.manifest_sha256": report.manifest_digest})
-    ctx.log(f"synced to {target}: {len(report.uploaded)} uploaded, {len(report.skipped)} unchanged, "
-            f"{report.bytes_uploaded} bytes in {report.duration_s:.2f} s")
+    tracker_for(ctx).set_version_tags(
+        reg["model_name"],
+        reg["version"],
+        {"ai_how.storage_uri": str(target), "ai_how.manifest_sha256": report.manifest_digest},
+    )
+    ctx.log(
+        f"synced to {target}: {len(report.uploaded)} uploaded, {len(report.skipped)} unchanged, "
+        f"{report.bytes_uploaded} bytes in {report.duration_s:.2f} s"
+    )
     return {"uri": str(target), "manifest_sha256": report.manifest_digest, **report.to_json()}
 
 
@@ -150,17 +214,29 @@ def sync(ctx: StageContext) -> dict[str, Any]:
 
 
 def deploy_inputs(ctx: StageContext) -> dict[str, Any]:
-    return {"uri": ctx.outputs["sync"]["uri"], "manifest_sha256": ctx.outputs["sync"]["manifest_sha256"],
-            "serving": ctx.config.mlops.serving.model_dump(mode="json")}
+    return {
+        "uri": ctx.outputs["sync"]["uri"],
+        "manifest_sha256": ctx.outputs["sync"]["manifest_sha256"],
+        "serving": ctx.config.mlops.serving.model_dump(mode="json"),
+    }
 
 
 def render_manifests(ctx: StageContext, version: int, uri: str, manifest_sha256: str) -> Path:
     from ai_how.serving import isvc
 
     name = ctx.options.model_name
-    documents = [isvc.serving_runtime("ai-how/model-server:latest"),
-                 isvc.inference_service(ctx.config, name, version, uri, run_id=ctx.run_id,
-                                        tracking_uri=tracking_uri_of(ctx.config), manifest_sha256=manifest_sha256)]
+    documents = [
+        isvc.serving_runtime("ai-how/model-server:latest"),
+        isvc.inference_service(
+            ctx.config,
+            name,
+            version,
+            uri,
+            run_id=ctx.run_id,
+            tracking_uri=tracking_uri_of(ctx.config),
+            manifest_sha256=manifest_sha256,
+        ),
+    ]
     path = ctx.run_dir / "inferenceservice.yaml"
     atomic_write_text(path, yaml.safe_dump_all(documents, sort_keys=False))
     return path
@@ -171,23 +247,41 @@ def deploy(ctx: StageContext) -> dict[str, Any]:
     manifest_path = render_manifests(ctx, reg["version"], synced["uri"], synced["manifest_sha256"])
     ctx.log(f"rendered KServe manifests: {manifest_path}")
     deployer = deployer_for(ctx.config, ctx.layout)
-    deployment = deployer.deploy(DeployRequest(
-        model_name=reg["model_name"], version=reg["version"], storage_uri=synced["uri"], config_path=ctx.config_path,
-        run_dir=ctx.run_dir, log_path=ctx.run_dir / "logs" / "server.log", run_id=ctx.run_id,
-        tracking_uri=tracking_uri_of(ctx.config), manifest_sha256=synced["manifest_sha256"],
-    ))
-    ctx.log(f"{deployer.name}: {reg['model_name']} v{reg['version']} ready at {deployment.endpoint} "
-            f"in {deployment.ready_seconds:.1f} s")
-    return {"backend": deployer.name, "endpoint": deployment.endpoint, "ready_seconds": round(deployment.ready_seconds, 3),
-            "inferenceservice": str(manifest_path), **deployment.details}
+    deployment = deployer.deploy(
+        DeployRequest(
+            model_name=reg["model_name"],
+            version=reg["version"],
+            storage_uri=synced["uri"],
+            config_path=ctx.config_path,
+            run_dir=ctx.run_dir,
+            log_path=ctx.run_dir / "logs" / "server.log",
+            run_id=ctx.run_id,
+            tracking_uri=tracking_uri_of(ctx.config),
+            manifest_sha256=synced["manifest_sha256"],
+        )
+    )
+    ctx.log(
+        f"{deployer.name}: {reg['model_name']} v{reg['version']} ready at {deployment.endpoint} "
+        f"in {deployment.ready_seconds:.1f} s"
+    )
+    return {
+        "backend": deployer.name,
+        "endpoint": deployment.endpoint,
+        "ready_seconds": round(deployment.ready_seconds, 3),
+        "inferenceservice": str(manifest_path),
+        **deployment.details,
+    }
 
 
 # --------------------------------------------------------------------------- verify
 
 
 def verify_inputs(ctx: StageContext) -> dict[str, Any]:
-    return {"endpoint": ctx.outputs["deploy"]["endpoint"], "version": ctx.outputs["register"]["version"],
-            "manifest_sha256": ctx.outputs["sync"]["manifest_sha256"]}
+    return {
+        "endpoint": ctx.outputs["deploy"]["endpoint"],
+        "version": ctx.outputs["register"]["version"],
+        "manifest_sha256": ctx.outputs["sync"]["manifest_sha256"],
+    }
 
 
 def verify(ctx: StageContext) -> dict[str, Any]:
@@ -195,27 +289,48 @@ def verify(ctx: StageContext) -> dict[str, Any]:
 
     reg = ctx.outputs["register"]
     checks = verify_deployment(
-        tracker=tracker_for(ctx), model=reg["model_name"], version=reg["version"], store_uri=ctx.outputs["sync"]["uri"],
-        store_config=ctx.config.mlops.object_store, endpoint=ctx.outputs["deploy"]["endpoint"],
+        tracker=tracker_for(ctx),
+        model=reg["model_name"],
+        version=reg["version"],
+        store_uri=ctx.outputs["sync"]["uri"],
+        store_config=ctx.config.mlops.object_store,
+        endpoint=ctx.outputs["deploy"]["endpoint"],
         kind=ctx.outputs["train"]["kind"],
     )
     for check in checks:
         ctx.log(f"{'PASS' if check.ok else 'FAIL'} {check.name}: {check.detail}")
     failed = [c for c in checks if not c.ok]
     if failed:
-        raise AiHowError(f"{len(failed)} of {len(checks)} checks failed: "
-                         + "; ".join(f"{c.name}: {c.detail}" for c in failed))
+        raise AiHowError(
+            f"{len(failed)} of {len(checks)} checks failed: "
+            + "; ".join(f"{c.name}: {c.detail}" for c in failed)
+        )
     return {"checks": [c.to_json() for c in checks]}
 
 
 STAGES: list[Stage] = [
-    Stage("train", "run the workload on the executor; log params and metric histories to MLflow", train_inputs, train),
-    Stage("register", "log the model to its MLflow run, register a version, move @production", register_inputs,
-          register),
+    Stage(
+        "train",
+        "run the workload on the executor; log params and metric histories to MLflow",
+        train_inputs,
+        train,
+    ),
+    Stage(
+        "register",
+        "log the model to its MLflow run, register a version, move @production",
+        register_inputs,
+        register,
+    ),
     Stage("sync", "copy the version to the object store with a sha256 manifest, verified", sync_inputs, sync),
-    Stage("deploy", "serve the version (local server or KServe) and render its InferenceService", deploy_inputs,
-          deploy),
-    Stage("verify", "registry, object store, V1/V2/OpenAI protocols and metrics checks", verify_inputs, verify),
+    Stage(
+        "deploy",
+        "serve the version (local server or KServe) and render its InferenceService",
+        deploy_inputs,
+        deploy,
+    ),
+    Stage(
+        "verify", "registry, object store, V1/V2/OpenAI protocols and metrics checks", verify_inputs, verify
+    ),
 ]
 
 

@@ -24,24 +24,41 @@ def serving_runtime(image: str) -> dict[str, Any]:
     from kubernetes.client import ApiClient
 
     runtime = V1alpha1ServingRuntime(
-        api_version=constants.KSERVE_V1ALPHA1, kind="ServingRuntime",
+        api_version=constants.KSERVE_V1ALPHA1,
+        kind="ServingRuntime",
         metadata=k8s.V1ObjectMeta(name=RUNTIME_NAME, labels={"app.kubernetes.io/managed-by": "ai-how"}),
         spec=V1alpha1ServingRuntimeSpec(
-            supported_model_formats=[V1alpha1SupportedModelFormat(name=MODEL_FORMAT, version="1", auto_select=True)],
+            supported_model_formats=[
+                V1alpha1SupportedModelFormat(name=MODEL_FORMAT, version="1", auto_select=True)
+            ],
             protocol_versions=["v1", "v2"],
-            containers=[k8s.V1Container(
-                name="kserve-container", image=image,
-                command=["python", "-m", "ai_how.serving.server"],
-                args=["--model-uri=file:///mnt/models", "--name={{.Name}}", "--host=0.0.0.0", "--port=8080",
-                      "--cache-dir=/tmp/ai-how-model-cache"],
-            )],
+            containers=[
+                k8s.V1Container(
+                    name="kserve-container",
+                    image=image,
+                    command=["python", "-m", "ai_how.serving.server"],
+                    args=[
+                        "--model-uri=file:///mnt/models",
+                        "--name={{.Name}}",
+                        "--host=0.0.0.0",
+                        "--port=8080",
+                        "--cache-dir=/tmp/ai-how-model-cache",
+                    ],
+                )
+            ],
         ),
     )
     return ApiClient().sanitize_for_serialization(runtime)  # type: ignore[no-any-return]
 
 
 def inference_service(
-    config: ClusterConfig, model_name: str, version: int, storage_uri: str, *, run_id: str, tracking_uri: str,
+    config: ClusterConfig,
+    model_name: str,
+    version: int,
+    storage_uri: str,
+    *,
+    run_id: str,
+    tracking_uri: str,
     manifest_sha256: str,
 ) -> dict[str, Any]:
     from kserve import (
@@ -82,14 +99,20 @@ def inference_service(
             runtime=RUNTIME_NAME,
             storage_uri=uri,
             protocol_version="v2",
-            resources=k8s.V1ResourceRequirements(requests=dict(serving.resources.requests),
-                                                 limits=dict(serving.resources.limits)),
+            resources=k8s.V1ResourceRequirements(
+                requests=dict(serving.resources.requests), limits=dict(serving.resources.limits)
+            ),
         ),
     )
     isvc = V1beta1InferenceService(
-        api_version=constants.KSERVE_V1BETA1, kind=constants.KSERVE_KIND_INFERENCESERVICE,
-        metadata=k8s.V1ObjectMeta(name=model_name, namespace=serving.namespace, annotations=annotations,
-                                  labels={"app.kubernetes.io/managed-by": "ai-how"}),
+        api_version=constants.KSERVE_V1BETA1,
+        kind=constants.KSERVE_KIND_INFERENCESERVICE,
+        metadata=k8s.V1ObjectMeta(
+            name=model_name,
+            namespace=serving.namespace,
+            annotations=annotations,
+            labels={"app.kubernetes.io/managed-by": "ai-how"},
+        ),
         spec=V1beta1InferenceServiceSpec(predictor=predictor),
     )
     data: dict[str, Any] = ApiClient().sanitize_for_serialization(isvc)

@@ -41,7 +41,11 @@ def _sampling(body: dict[str, Any]) -> tuple[float, float, list[str]]:
     stop = body.get("stop") or []
     if isinstance(stop, str):
         stop = [stop]
-    if not isinstance(temperature, int | float) or not isinstance(top_p, int | float) or not isinstance(stop, list):
+    if (
+        not isinstance(temperature, int | float)
+        or not isinstance(top_p, int | float)
+        or not isinstance(stop, list)
+    ):
         raise InvalidInput("temperature/top_p must be numbers and stop a string or list")
     if body.get("n", 1) != 1 or body.get("stream"):
         raise InvalidInput("only n=1 without streaming is supported")
@@ -49,8 +53,11 @@ def _sampling(body: dict[str, Any]) -> tuple[float, float, list[str]]:
 
 
 def _usage(gen: Generation) -> dict[str, int]:
-    return {"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
-            "total_tokens": gen.prompt_tokens + gen.completion_tokens}
+    return {
+        "prompt_tokens": gen.prompt_tokens,
+        "completion_tokens": gen.completion_tokens,
+        "total_tokens": gen.prompt_tokens + gen.completion_tokens,
+    }
 
 
 def register(app: FastAPI, model: LLMModel) -> None:
@@ -80,17 +87,29 @@ def register(app: FastAPI, model: LLMModel) -> None:
         except InvalidInput as exc:
             return _error(400, str(exc.reason if hasattr(exc, "reason") else exc))
         except LookupError as exc:
-            return _error(404, f"model {exc.args[0]!r} not found; this server serves {model.name!r}", "not_found_error")
+            return _error(
+                404, f"model {exc.args[0]!r} not found; this server serves {model.name!r}", "not_found_error"
+            )
 
     async def chat(body: dict[str, Any]) -> dict[str, Any]:
         prompt = model.chat_prompt(body.get("messages"))  # type: ignore[arg-type]
         temperature, top_p, stop = _sampling(body)
-        gen: Generation = await run(lambda: model.generate(prompt, _max_tokens(body), temperature, top_p, stop))
+        gen: Generation = await run(
+            lambda: model.generate(prompt, _max_tokens(body), temperature, top_p, stop)
+        )
         return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
             "model": model.name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": gen.text},
-                         "finish_reason": gen.finish_reason, "logprobs": None}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": gen.text},
+                    "finish_reason": gen.finish_reason,
+                    "logprobs": None,
+                }
+            ],
             "usage": _usage(gen),
         }
 
@@ -101,9 +120,13 @@ def register(app: FastAPI, model: LLMModel) -> None:
         if not isinstance(prompt, str):
             raise InvalidInput("prompt must be a string")
         temperature, top_p, stop = _sampling(body)
-        gen: Generation = await run(lambda: model.generate(prompt, _max_tokens(body), temperature, top_p, stop))
+        gen: Generation = await run(
+            lambda: model.generate(prompt, _max_tokens(body), temperature, top_p, stop)
+        )
         return {
-            "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
             "model": model.name,
             "choices": [{"index": 0, "text": gen.text, "finish_reason": gen.finish_reason, "logprobs": None}],
             "usage": _usage(gen),
@@ -116,8 +139,14 @@ def register(app: FastAPI, model: LLMModel) -> None:
         return await guarded(request, completion)
 
     async def models_route() -> JSONResponse:
-        return JSONResponse({"object": "list", "data": [
-            {"id": model.name, "object": "model", "created": int(time.time()), "owned_by": "ai-how"}]})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {"id": model.name, "object": "model", "created": int(time.time()), "owned_by": "ai-how"}
+                ],
+            }
+        )
 
     app.add_api_route(f"{PREFIX}/chat/completions", chat_route, methods=["POST"])
     app.add_api_route(f"{PREFIX}/completions", completion_route, methods=["POST"])

@@ -47,18 +47,24 @@ class ClassifierModel(Model):
 
         self.config = json.loads((self.model_dir / "model_config.json").read_text())
         self.net = cnn.build(self.config)
-        self.net.load_state_dict(torch.load(self.model_dir / "model.pt", map_location="cpu", weights_only=True))
+        self.net.load_state_dict(
+            torch.load(self.model_dir / "model.pt", map_location="cpu", weights_only=True)
+        )
         self.net.eval()
         self.ready = True
         return True
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        return [{"name": "input-0", "datatype": "FP32", "shape": [-1, *self.config.get("input_shape", [1, 8, 8])]}]
+        return [
+            {"name": "input-0", "datatype": "FP32", "shape": [-1, *self.config.get("input_shape", [1, 8, 8])]}
+        ]
 
     def get_output_types(self) -> list[dict[str, Any]]:
         classes = self.config.get("num_classes", 10)
-        return [{"name": "predictions", "datatype": "INT64", "shape": [-1]},
-                {"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]}]
+        return [
+            {"name": "predictions", "datatype": "INT64", "shape": [-1]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]},
+        ]
 
     def _classify(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
@@ -85,8 +91,11 @@ class ClassifierModel(Model):
             out_labels.set_data_from_numpy(labels, binary_data=False)
             out_probs = InferOutput(name="probabilities", shape=list(probs.shape), datatype="FP32")
             out_probs.set_data_from_numpy(probs, binary_data=False)
-            return InferResponse(model_name=self.name, infer_outputs=[out_labels, out_probs],
-                                 response_id=payload.id or str(uuid.uuid4()))
+            return InferResponse(
+                model_name=self.name,
+                infer_outputs=[out_labels, out_probs],
+                response_id=payload.id or str(uuid.uuid4()),
+            )
         if not isinstance(payload, dict) or "instances" not in payload:
             raise InvalidInput('V1 request must be {"instances": [...]}')
         labels, _ = self._classify(np.asarray(payload["instances"], dtype=np.float32))
@@ -134,8 +143,14 @@ class LLMModel(Model):
                 raise InvalidInput("each message needs 'role' and a string 'content'")
         return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
 
-    def generate(self, prompt: str, max_new_tokens: int = 32, temperature: float = 0.0,
-                 top_p: float = 1.0, stop: list[str] | None = None) -> Generation:
+    def generate(
+        self,
+        prompt: str,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+    ) -> Generation:
         import torch
 
         if not isinstance(prompt, str):
@@ -149,17 +164,20 @@ class LLMModel(Model):
         sampling = temperature > 0
         with self._lock, torch.no_grad():
             output = self.lm.generate(
-                **encoded, max_new_tokens=max_new_tokens, do_sample=sampling,
-                temperature=temperature if sampling else None, top_p=top_p if sampling else None,
+                **encoded,
+                max_new_tokens=max_new_tokens,
+                do_sample=sampling,
+                temperature=temperature if sampling else None,
+                top_p=top_p if sampling else None,
                 pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
             )
-        new = output[0, encoded["input_ids"].shape[1]:]
+        new = output[0, encoded["input_ids"].shape[1] :]
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         finish = "stop" if len(new) < max_new_tokens else "length"
         for marker in stop or []:
             if marker and marker in text:
                 text, finish = text[: text.index(marker)], "stop"
-        return Generation(text, int(encoded["input_ids"].shape[1]), int(len(new)), finish)
+        return Generation(text, int(encoded["input_ids"].shape[1]), len(new), finish)
 
     def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         if isinstance(payload, InferRequest):
@@ -168,7 +186,9 @@ class LLMModel(Model):
             prompts = [p.decode() if isinstance(p, bytes) else str(p) for p in payload.inputs[0].data]
             texts = [self.generate(p).text for p in prompts]
             out = InferOutput(name="text_output", shape=[len(texts)], datatype="BYTES", data=texts)
-            return InferResponse(model_name=self.name, infer_outputs=[out], response_id=payload.id or str(uuid.uuid4()))
+            return InferResponse(
+                model_name=self.name, infer_outputs=[out], response_id=payload.id or str(uuid.uuid4())
+            )
         if not isinstance(payload, dict) or not isinstance(payload.get("instances"), list):
             raise InvalidInput('V1 request must be {"instances": ["prompt", ...]}')
         params = payload.get("parameters") or {}

@@ -21,11 +21,14 @@ EXIT_FETCH, EXIT_LOAD = 3, 4
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="ai-how-model-server", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="ai-how-model-server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model-uri", required=True, help="object-store URI of a synced model version")
     p.add_argument("--name", required=True, help="model name in the protocol paths")
-    p.add_argument("--config", type=Path, default=None, help="cluster config (object-store endpoint/credentials)")
+    p.add_argument(
+        "--config", type=Path, default=None, help="cluster config (object-store endpoint/credentials)"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--cache-dir", type=Path, default=Path("/tmp/ai-how-model-cache"))
@@ -43,7 +46,7 @@ def fetch(args: argparse.Namespace) -> Path:
 
         store_config = load_config(args.config).config.mlops.object_store
     store, prefix = open_store(args.model_uri, store_config)
-    target = args.cache_dir / args.name / prefix.replace("/", "_")
+    target: Path = Path(args.cache_dir) / str(args.name) / prefix.replace("/", "_")
     manifest = download_verified(store, prefix, target)
     print(f"fetched {len(manifest.files)} files from {args.model_uri}, sha256 verified", flush=True)
     return target
@@ -75,8 +78,14 @@ def serve(model: Any, host: str, port: int) -> None:
 
     server = ModelServer(http_port=port, enable_grpc=False, workers=1)
     server.register_model(model)
-    rest = RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, port,
-                      workers=1, grace_period=5)
+    rest = RESTServer(
+        FASTAPI_APP_IMPORT_STRING,
+        server.dataplane,
+        server.model_repository_extension,
+        port,
+        workers=1,
+        grace_period=5,
+    )
     rest.config.host = host
     server.servers.append(rest.start())
     server.setup_event_loop()
@@ -108,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(model, LLMModel):
         openai_routes.register(app, model)
     add_request_metrics(app)
-    print(f"model {args.name} loaded in {time.monotonic() - started:.2f} s; serving on http://{args.host}:{args.port}",
-          flush=True)
+    print(
+        f"model {args.name} loaded in {time.monotonic() - started:.2f} s; serving on http://{args.host}:{args.port}",
+        flush=True,
+    )
     serve(model, args.host, args.port)
     return 0
 

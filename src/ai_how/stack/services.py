@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import sys
@@ -43,13 +44,19 @@ def _bin(name: str) -> str:
 def backend_store_uri(config: ClusterConfig, layout: Layout) -> str:
     mlflow, pg = config.mlops.mlflow, config.mlops.postgresql
     if mlflow.backend_store.type == "sqlite":
-        path = Path(mlflow.backend_store.path).expanduser() if mlflow.backend_store.path else layout.mlflow / "mlflow.db"
+        path = (
+            Path(mlflow.backend_store.path).expanduser()
+            if mlflow.backend_store.path
+            else layout.mlflow / "mlflow.db"
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
     password = os.environ.get(pg.password_env)
     if password is None:
-        raise AiHowError(f"MLflow's PostgreSQL password variable {pg.password_env} is not set",
-                         fix=f"export {pg.password_env}=... (the password of role {pg.username})")
+        raise AiHowError(
+            f"MLflow's PostgreSQL password variable {pg.password_env} is not set",
+            fix=f"export {pg.password_env}=... (the password of role {pg.username})",
+        )
     # psycopg2 explicitly: SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3, which is not installed.
     return f"postgresql+psycopg2://{quote(pg.username)}:{quote(password, safe='')}@{pg.host}:{pg.port}/{pg.database}"
 
@@ -57,8 +64,10 @@ def backend_store_uri(config: ClusterConfig, layout: Layout) -> str:
 def _s3_env(config: ClusterConfig) -> dict[str, str]:
     store = config.mlops.object_store
     env = {"AWS_DEFAULT_REGION": store.region}
-    for target, source in (("AWS_ACCESS_KEY_ID", store.credentials.access_key_id_env),
-                           ("AWS_SECRET_ACCESS_KEY", store.credentials.secret_access_key_env)):
+    for target, source in (
+        ("AWS_ACCESS_KEY_ID", store.credentials.access_key_id_env),
+        ("AWS_SECRET_ACCESS_KEY", store.credentials.secret_access_key_env),
+    ):
         if os.environ.get(source):
             env[target] = os.environ[source]
     if store.endpoint:
@@ -71,29 +80,58 @@ def services(config: ClusterConfig, layout: Layout) -> list[Service]:
     store = config.mlops.object_store
     if store.serve_local and store.endpoint:
         endpoint = urlparse(store.endpoint)
-        found.append(Service(
-            "s3", [_bin("moto_server"), "-H", endpoint.hostname or "127.0.0.1", "-p", str(endpoint.port or 80)],
-            store.endpoint, store.endpoint.rstrip("/") + "/moto-api/", start_timeout_s=30,
-            note="moto keeps objects in memory: they are lost on `stack down`",
-        ))
+        found.append(
+            Service(
+                "s3",
+                [_bin("moto_server"), "-H", endpoint.hostname or "127.0.0.1", "-p", str(endpoint.port or 80)],
+                store.endpoint,
+                store.endpoint.rstrip("/") + "/moto-api/",
+                start_timeout_s=30,
+                note="moto keeps objects in memory: they are lost on `stack down`",
+            )
+        )
     mlflow = config.mlops.mlflow
     if mlflow.enabled and mlflow.tracking_uri is None:
         url = f"http://{mlflow.host}:{mlflow.port}"
         if mlflow.artifact_store.type == "object_store":
             if store.backend != "s3":
-                raise AiHowError("mlflow.artifact_store.type object_store needs object_store.backend: s3",
-                                 fix="set mlops.object_store.backend: s3, or artifact_store.type: local")
+                raise AiHowError(
+                    "mlflow.artifact_store.type object_store needs object_store.backend: s3",
+                    fix="set mlops.object_store.backend: s3, or artifact_store.type: local",
+                )
             destination, env = f"s3://{store.buckets.artifacts}", _s3_env(config)
         else:
             destination, env = str(layout.mlflow / "artifacts"), {}
-        found.append(Service(
-            "mlflow",
-            [sys.executable, "-m", "mlflow", "server", "--host", mlflow.host, "--port", str(mlflow.port),
-             "--workers", "1", "--backend-store-uri", backend_store_uri(config, layout),
-             "--artifacts-destination", destination, "--serve-artifacts"],
-            url, f"{url}/health", env=env,
-        ))
+        found.append(
+            Service(
+                "mlflow",
+                [
+                    sys.executable,
+                    "-m",
+                    "mlflow",
+                    "server",
+                    "--host",
+                    mlflow.host,
+                    "--port",
+                    str(mlflow.port),
+                    "--workers",
+                    "1",
+                    "--backend-store-uri",
+                    backend_store_uri(config, layout),
+                    "--artifacts-destination",
+                    destination,
+                    "--serve-artifacts",
+                ],
+                url,
+                f"{url}/health",
+                env=env,
+            )
+        )
     return found
+
+
+def _alive(pidfile: Path) -> bool:
+    return read_pid(pidfile) is not None
 
 
 def _port_busy(url: str) -> bool:
@@ -105,8 +143,9 @@ def _port_busy(url: str) -> bool:
 
 def _status(service: Service, layout: Layout) -> ServiceStatus:
     pid = read_pid(layout.stack / f"{service.name}.pid")
-    return ServiceStatus(service.name, service.url, pid, pid is not None and http_ok(service.health_url), True,
-                         service.note)
+    return ServiceStatus(
+        service.name, service.url, pid, pid is not None and http_ok(service.health_url), True, service.note
+    )
 
 
 def up(config: ClusterConfig, layout: Layout) -> list[ServiceStatus]:
@@ -116,12 +155,18 @@ def up(config: ClusterConfig, layout: Layout) -> list[ServiceStatus]:
         pidfile, log = layout.stack / f"{service.name}.pid", layout.stack / f"{service.name}.log"
         if read_pid(pidfile) is None:
             if _port_busy(service.url):
-                raise AiHowError(f"{service.name}: {service.url} is already taken by a process ai-how did not start",
-                                 fix="stop that process or change the port in the config")
+                raise AiHowError(
+                    f"{service.name}: {service.url} is already taken by a process ai-how did not start",
+                    fix="stop that process or change the port in the config",
+                )
             start_daemon(service.command, pidfile=pidfile, log_path=log, env=os.environ | service.env)
-        wait_until(lambda s=service: http_ok(s.health_url), timeout_s=service.start_timeout_s,
-                   what=f"{service.name} ({service.url})", alive=lambda p=pidfile: read_pid(p) is not None,
-                   log_path=log)
+        wait_until(
+            functools.partial(http_ok, service.health_url),
+            timeout_s=service.start_timeout_s,
+            what=f"{service.name} ({service.url})",
+            alive=functools.partial(_alive, pidfile),
+            log_path=log,
+        )
         result.append(_status(service, layout))
     return result
 
@@ -142,10 +187,25 @@ def status(config: ClusterConfig, layout: Layout) -> list[ServiceStatus]:
     for pidfile in sorted(layout.serving.glob("*.pid")):
         url = f"http://{serving.host}:{serving.port}"
         pid = read_pid(pidfile)
-        result.append(ServiceStatus(f"model-server {pidfile.stem}", url, pid,
-                                    pid is not None and http_ok(f"{url}/v2/health/ready"), True))
+        result.append(
+            ServiceStatus(
+                f"model-server {pidfile.stem}",
+                url,
+                pid,
+                pid is not None and http_ok(f"{url}/v2/health/ready"),
+                True,
+            )
+        )
     mlflow = config.mlops.mlflow
     if mlflow.enabled and mlflow.tracking_uri is not None:
-        result.append(ServiceStatus("mlflow", mlflow.tracking_uri, None,
-                                    http_ok(mlflow.tracking_uri.rstrip("/") + "/health"), False, "external"))
+        result.append(
+            ServiceStatus(
+                "mlflow",
+                mlflow.tracking_uri,
+                None,
+                http_ok(mlflow.tracking_uri.rstrip("/") + "/health"),
+                False,
+                "external",
+            )
+        )
     return result

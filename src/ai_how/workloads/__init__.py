@@ -20,10 +20,16 @@ class WorkloadInfo:
 
 
 WORKLOADS: dict[str, WorkloadInfo] = {
-    "digits-cnn": WorkloadInfo("ai_how.workloads.digits_cnn", "classifier",
-                               "SimpleCNN on scikit-learn digits (or MNIST idx files), plain PyTorch"),
-    "llm-sft": WorkloadInfo("ai_how.workloads.llm_sft", "llm",
-                            "supervised fine-tuning through Oumi (TRL_SFT) on a chat JSONL dataset"),
+    "digits-cnn": WorkloadInfo(
+        "ai_how.workloads.digits_cnn",
+        "classifier",
+        "SimpleCNN on scikit-learn digits (or MNIST idx files), plain PyTorch",
+    ),
+    "llm-sft": WorkloadInfo(
+        "ai_how.workloads.llm_sft",
+        "llm",
+        "supervised fine-tuning through Oumi (TRL_SFT) on a chat JSONL dataset",
+    ),
 }
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -33,20 +32,30 @@ def _find(directory: Path, stem: str) -> Path:
     for name in (stem, stem + ".gz"):
         if (directory / name).exists():
             return directory / name
-    raise WorkloadError(f"{stem}[.gz] not found in {directory}", fix="point --mnist-dir at the four MNIST idx files")
+    raise WorkloadError(
+        f"{stem}[.gz] not found in {directory}", fix="point --mnist-dir at the four MNIST idx files"
+    )
 
 
 def load_data(mnist_dir: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, str]:
     """(x_train, y_train, x_test, y_test, pixel scale, source name); x is N×1×H×W float32."""
     if mnist_dir is not None:
         if not mnist_dir.is_dir():
-            raise WorkloadError(f"MNIST directory {mnist_dir} does not exist", fix="check --mnist-dir / the dataset path")
+            raise WorkloadError(
+                f"MNIST directory {mnist_dir} does not exist", fix="check --mnist-dir / the dataset path"
+            )
         x_tr = _read_idx(_find(mnist_dir, "train-images-idx3-ubyte"))
         y_tr = _read_idx(_find(mnist_dir, "train-labels-idx1-ubyte"))
         x_te = _read_idx(_find(mnist_dir, "t10k-images-idx3-ubyte"))
         y_te = _read_idx(_find(mnist_dir, "t10k-labels-idx1-ubyte"))
-        return (x_tr[:, None].astype(np.float32), y_tr.astype(np.int64), x_te[:, None].astype(np.float32),
-                y_te.astype(np.int64), 255.0, "mnist")
+        return (
+            x_tr[:, None].astype(np.float32),
+            y_tr.astype(np.int64),
+            x_te[:, None].astype(np.float32),
+            y_te.astype(np.int64),
+            255.0,
+            "mnist",
+        )
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -73,8 +82,15 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     x_tr, y_tr, x_te, y_te, scale, source = load_data(args.mnist_dir)
     mean, std = float((x_tr / scale).mean()), float((x_tr / scale).std())
-    config = {"arch": "simple-cnn", "input_shape": list(x_tr.shape[1:]), "num_classes": 10, "scale": scale,
-              "mean": mean, "std": std, "dataset": source}
+    config = {
+        "arch": "simple-cnn",
+        "input_shape": list(x_tr.shape[1:]),
+        "num_classes": 10,
+        "scale": scale,
+        "mean": mean,
+        "std": std,
+        "dataset": source,
+    }
     model = cnn.build(config)
     to_tensor = lambda x: (torch.from_numpy(x) / scale - mean) / std  # noqa: E731
     train_x, train_y = to_tensor(x_tr), torch.from_numpy(y_tr)
@@ -100,17 +116,31 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             accuracy = float((model(test_x).argmax(1) == test_y).float().mean())
         losses.append(total / batches)
         accuracies.append(accuracy)
-        print(f"epoch {epoch + 1}/{args.epochs} loss {losses[-1]:.4f} held-out accuracy {accuracy:.4f}", flush=True)
+        print(
+            f"epoch {epoch + 1}/{args.epochs} loss {losses[-1]:.4f} held-out accuracy {accuracy:.4f}",
+            flush=True,
+        )
     elapsed = time.monotonic() - start
     out = args.output / "model"
     out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / "model.pt")
     write_json(out / "model_config.json", config)
     return {
-        "metrics": {"epochs": args.epochs, "loss": losses, "accuracy": accuracies,
-                    "training_time_seconds": round(elapsed, 3)},
-        "params": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                   "dataset": source, "train_examples": len(train_x), "test_examples": len(test_x)},
+        "metrics": {
+            "epochs": args.epochs,
+            "loss": losses,
+            "accuracy": accuracies,
+            "training_time_seconds": round(elapsed, 3),
+        },
+        "params": {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "seed": args.seed,
+            "dataset": source,
+            "train_examples": len(train_x),
+            "test_examples": len(test_x),
+        },
         "dataset_sha256": dataset_hash(x_tr, y_tr, x_te, y_te),
         "kind": "classifier",
     }

