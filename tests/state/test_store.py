@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ai_how.errors import StateError
-from ai_how.state.store import FORMAT_VERSION, StateStore, atomic_write_text
+from ai_how.fsutil import atomic_write_text
+from ai_how.state.store import FORMAT_VERSION, StateStore
 
 INCREMENTS = 150
 

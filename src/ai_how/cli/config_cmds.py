@@ -12,7 +12,7 @@ from ai_how.cli import render
 from ai_how.config.checking import CheckResult, check_file
 from ai_how.config.models import ClusterConfig
 from ai_how.errors import ExitCode, UnreadableInputError
-from ai_how.state.store import atomic_write_text
+from ai_how.fsutil import atomic_write_text
 
 ConfigArg = Annotated[
     Path, typer.Argument(help="Path of the cluster config (e.g. config/local.yaml).", show_default=False)

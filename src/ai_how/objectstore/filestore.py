@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from ai_how.fsutil import atomic_write
 from ai_how.objectstore.base import ObjectInfo, ObjectStoreError
 
 _META = ".ai-how-meta"  # sidecar directory: <root>/.ai-how-meta/<key>.json holds {"sha256", "size"}
@@ -30,27 +29,13 @@ class FileStore:
     def _meta_path(self, key: str) -> Path:
         return self.root / _META / f"{key}.json"
 
-    def _write_atomically(self, target: Path, write: Callable[[BinaryIO], object]) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-
     def put_file(self, key: str, path: Path, sha256: str) -> None:
         target = self._path(key)
         try:
             with path.open("rb") as source:
-                self._write_atomically(target, lambda out: shutil.copyfileobj(source, out, 1024 * 1024))
+                atomic_write(target, lambda out: shutil.copyfileobj(source, out, 1024 * 1024))
             meta = json.dumps({"sha256": sha256, "size": path.stat().st_size}).encode()
-            self._write_atomically(self._meta_path(key), lambda out: out.write(meta))
+            atomic_write(self._meta_path(key), lambda out: out.write(meta))
         except OSError as exc:
             raise ObjectStoreError(f"cannot write {target}: {exc.strerror}") from None
 
@@ -58,9 +43,9 @@ class FileStore:
         import hashlib
 
         target = self._path(key)
-        self._write_atomically(target, lambda out: out.write(data))
+        atomic_write(target, lambda out: out.write(data))
         meta = json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}).encode()
-        self._write_atomically(self._meta_path(key), lambda out: out.write(meta))
+        atomic_write(self._meta_path(key), lambda out: out.write(meta))
 
     def head(self, key: str) -> ObjectInfo | None:
         path = self._path(key)

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ai_how.failpoints import failpoint
+from ai_how.fsutil import atomic_write_text
 from ai_how.objectstore.base import ObjectStore, ObjectStoreError, sha256_file, sha256_stream
-from ai_how.state.store import atomic_write_text
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1

@@ -21,8 +21,9 @@ from typing import Any, Protocol
 
 from ai_how.config.models import ClusterConfig
 from ai_how.errors import AiHowError
+from ai_how.fsutil import atomic_write_text
 from ai_how.layout import Layout
-from ai_how.state.store import StateStore, atomic_write_text
+from ai_how.state.store import StateStore
 
 
 def new_run_id(workload: str) -> str:

@@ -15,11 +15,11 @@ from ai_how.config.models import ClusterConfig
 from ai_how.deployers.base import DeployRequest, deployer_for
 from ai_how.errors import AiHowError
 from ai_how.executors.base import JobSpec, executor_for
+from ai_how.fsutil import atomic_write_text
 from ai_how.layout import Layout
 from ai_how.objectstore.base import StoreURI, open_store
 from ai_how.objectstore.sync import Manifest, sync_directory
 from ai_how.pipeline.runner import Stage, StageContext
-from ai_how.state.store import atomic_write_text
 from ai_how.tracking import PRODUCTION, RUN_TAG, Tracker, tracking_uri_of
 from ai_how.workloads import WORKLOADS
 from ai_how.workloads.common import RESULT_FILE

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ai_how.errors import AiHowError
-from ai_how.state.store import atomic_write_text
+from ai_how.fsutil import atomic_write_text
 
 RESULT_FILE = "result.json"  # {"metrics", "params", "dataset_sha256", "kind", ...}
 METRICS_FILE = "metrics.json"
