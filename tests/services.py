@@ -196,6 +196,7 @@ def write_config(
     s3: S3Server | None = None,
     postgres: Postgres | None = None,
     experiment: str = "e2e",
+    slurm_shared: Path | None = None,
     **mlflow_extra: Any,
 ) -> Path:
     mlops: dict[str, Any] = {
@@ -230,9 +231,17 @@ def write_config(
             "username": postgres.user,
             "password_env": "E2E_PG_PASSWORD",
         }
+    hpc: dict[str, Any] = {"name": "workstation", "scheduler": "local"}
+    if slurm_shared is not None:
+        hpc = {
+            "name": "workstation",
+            "scheduler": "slurm",
+            "storage": {"type": "local", "mount_point": str(slurm_shared)},
+            "slurm": {"cpus_per_task": 1, "mem": "3G", "time": "00:30:00"},
+        }
     data = {
         "metadata": {"name": "e2e"},
-        "clusters": {"hpc": {"name": "workstation", "scheduler": "local"}},
+        "clusters": {"hpc": hpc},
         "mlops": mlops,
         "monitoring": {"prometheus": {"enabled": False}, "grafana": {"enabled": False}},
     }
@@ -240,10 +249,17 @@ def write_config(
     return path
 
 
-def make_env(root: Path, *, s3: S3Server | None = None, postgres: Postgres | None = None) -> Env:
+def make_env(
+    root: Path, *, s3: S3Server | None = None, postgres: Postgres | None = None, slurm: bool = False
+) -> Env:
     state = root / "state"
     config = write_config(
-        root / "cluster.yaml", mlflow_port=free_port(), serving_port=free_port(), s3=s3, postgres=postgres
+        root / "cluster.yaml",
+        mlflow_port=free_port(),
+        serving_port=free_port(),
+        s3=s3,
+        postgres=postgres,
+        slurm_shared=root / "beegfs" if slurm else None,
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "AI_HOW_"))}
     env |= {
@@ -268,3 +284,22 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Iterat
     env.cli("stack", "up", "-c", str(env.config))
     yield env
     env.cli("stack", "down", "-c", str(env.config), check=False)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[None]:
+    """A real one-node SLURM (munged, slurmctld, slurmd with a fake GPU GRES) from Debian's slurm-wlm."""
+    if os.geteuid() != 0 or shutil.which("slurmctld") is None:
+        pytest.skip("SLURM needs Debian's slurm-wlm and root: run `make setup` as root")
+    was_up = subprocess.run(["sinfo", "-h"], capture_output=True, check=False).returncode == 0
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "slurm-local.sh"), "start"], check=True, capture_output=True
+    )
+    yield
+    if not was_up:
+        subprocess.run(
+            ["bash", str(REPO / "scripts" / "slurm-local.sh"), "stop"], check=False, capture_output=True
+        )

@@ -136,6 +136,14 @@ def run(
         str | None, typer.Option("--model", help="Base model of llm-sft: tiny-llama | smollm2-135m.")
     ] = None,
     model_name: ModelNameOpt = None,
+    gpus: Annotated[
+        int, typer.Option("--gpus", min=0, help="GPUs per node for the training job (SLURM GRES).")
+    ] = 0,
+    procs: Annotated[
+        int,
+        typer.Option("--procs-per-node", min=1, help="Data-parallel processes per node when --gpus is 0."),
+    ] = 1,
+    nodes: Annotated[int, typer.Option("--nodes", min=1, help="Nodes for the training job (SLURM).")] = 1,
     settings: Annotated[
         list[str] | None, typer.Option("--set", help="Workload option KEY=VALUE (e.g. epochs=3); repeatable.")
     ] = None,
@@ -166,7 +174,10 @@ def run(
                 "pass --config and --workload (or --resume RUN)",
                 fix="e.g. ai-how pipeline run -c config/local.yaml --workload digits-cnn",
             )
-        options = RunOptions(workload, model_name or workload, _workload_args(model, settings or []))
+        resources = {"gpus": gpus, "processes": procs, "nodes": nodes}
+        options = RunOptions(
+            workload, model_name or workload, _workload_args(model, settings or []), resources
+        )
     else:
         resume = operations.resolve_run(store, resume)
         options = RunOptions("", "")

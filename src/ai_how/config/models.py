@@ -179,7 +179,8 @@ class SlurmPartition(Model):
 
 class SlurmConfig(Model):
     partitions: list[SlurmPartition] = Field(
-        default_factory=lambda: [SlurmPartition(name="gpu", default=True)]
+        default_factory=list,
+        description="Partitions; jobs go to the one marked default (else SLURM's default).",
     )
     gres_types: list[str] = Field(default_factory=lambda: ["gpu"])
     login: str | None = Field(
@@ -188,6 +189,13 @@ class SlurmConfig(Model):
     )
     container_runtime: Literal["none", "apptainer"] = "none"
     container_image: str | None = None
+    cpus_per_task: PositiveInt = 2
+    mem: Annotated[str, StringConstraints(pattern=r"^\d+[KMGT]?$")] = "4G"
+    time: Annotated[str, StringConstraints(pattern=r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^INFINITE$")] = "01:00:00"
+    python: str | None = Field(
+        default=None, description="Python with ai-how installed on the compute nodes (default: this one)."
+    )
+    master_port: Port = 29500
 
     @field_validator("login")
     @classmethod
@@ -519,4 +527,6 @@ PATTERN_HINTS: dict[str, str] = {
     r"^v?1\.\d+(\.\d+)?$": "a Kubernetes version like 1.28 or v1.28.3",
     r"^[A-Za-z0-9_-]+$": "letters, digits, '_' and '-'",
     r"^https?://[^\s/]+(/.*)?$": "a URL like http://127.0.0.1:9000",
+    r"^\d+[KMGT]?$": "a SLURM memory size like 4G or 16000M",
+    r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^INFINITE$": "a SLURM time limit like 01:00:00 or 1-12:00:00",
 }

@@ -21,7 +21,9 @@ class JobSpec:
     output_dir: Path
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
-    gpus: int = 0
+    gpus: int = 0  # GPUs per node (SLURM GRES)
+    processes: int = 1  # processes per node when gpus == 0 (CPU data parallel, gloo)
+    nodes: int = 1
 
 
 @dataclass
@@ -47,14 +49,28 @@ class Executor(Protocol):
 ExecutorFactory = Callable[["ClusterConfig", Path], Executor]
 
 
+def shared_root(config: ClusterConfig, state_dir: Path) -> str:
+    """The HPC side's shared filesystem (BeeGFS in the reference design); <state>/shared in embedded mode."""
+    hpc = config.clusters.hpc
+    if hpc is not None and hpc.storage is not None:
+        return hpc.storage.mount_point
+    return str(state_dir / "shared")
+
+
 def _local(config: ClusterConfig, state_dir: Path) -> Executor:
     from ai_how.executors.local import LocalExecutor
 
     return LocalExecutor(state_dir)
 
 
+def _slurm(config: ClusterConfig, state_dir: Path) -> Executor:
+    from ai_how.executors.slurm import SlurmExecutor
+
+    return SlurmExecutor(config, state_dir)
+
+
 # The one registry of executors, keyed by clusters.hpc.scheduler; imports are lazy.
-EXECUTORS: dict[str, ExecutorFactory] = {"local": _local}
+EXECUTORS: dict[str, ExecutorFactory] = {"local": _local, "slurm": _slurm}
 
 
 def executor_for(config: ClusterConfig, state_dir: Path) -> Executor:

@@ -15,7 +15,19 @@ EXIT_BAD_INPUT = 2
 
 
 def workload_command(spec: JobSpec, python: str = sys.executable) -> list[str]:
-    return [python, "-m", "ai_how.workloads", spec.workload, "--output", str(spec.output_dir), *spec.args]
+    workload = ["-m", "ai_how.workloads", spec.workload, "--output", str(spec.output_dir), *spec.args]
+    per_node = spec.gpus if spec.gpus > 0 else spec.processes
+    if per_node > 1:  # data parallel on this machine: torchrun with a local rendezvous
+        return [
+            python,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(per_node),
+            *workload,
+        ]
+    return [python, *workload]
 
 
 def job_env(spec: JobSpec, state_dir: Path) -> dict[str, str]:

@@ -39,6 +39,7 @@ class RunOptions:
     workload: str
     model_name: str
     workload_args: list[str] = field(default_factory=list)
+    resources: dict[str, int] = field(default_factory=dict)  # gpus / processes / nodes per job
 
 
 @dataclass
@@ -51,7 +52,8 @@ class StageContext:
     options: RunOptions
     outputs: dict[str, dict[str, Any]]  # outputs of the stages before this one (and this one's last run)
     log_path: Path
-    log: Callable[[str], None]
+    log: Callable[[str], None]  # a line into the stage log (and the display)
+    progress: Callable[[str], None]  # a line for the display only (already in the log)
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class PipelineRun:
                     "workload": options.workload,
                     "model_name": options.model_name,
                     "workload_args": options.workload_args,
+                    "resources": options.resources,
                     "created": _now(),
                     "status": "pending",
                     "stages": {s.name: {"status": "pending"} for s in stages},
@@ -125,7 +128,12 @@ class PipelineRun:
     @property
     def options(self) -> RunOptions:
         doc = self.read()
-        return RunOptions(doc["workload"], doc["model_name"], list(doc.get("workload_args", [])))
+        return RunOptions(
+            doc["workload"],
+            doc["model_name"],
+            list(doc.get("workload_args", [])),
+            dict(doc.get("resources", {})),
+        )
 
     def _update_stage(self, name: str, **fields: Any) -> dict[str, Any]:
         with self.store.transaction(self.doc_name) as doc:
@@ -169,6 +177,7 @@ class PipelineRun:
                     {**outputs, stage.name: recorded.get("outputs", {})},
                     log_path,
                     functools.partial(self._log, stage, log_path, observer=observer),
+                    functools.partial(observer.log_line, stage),
                 )
                 input_hash = digest(stage.inputs(ctx))
                 if (

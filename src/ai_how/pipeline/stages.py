@@ -14,7 +14,7 @@ from ai_how import __version__
 from ai_how.config.models import ClusterConfig
 from ai_how.deployers.base import DeployRequest, deployer_for
 from ai_how.errors import AiHowError
-from ai_how.executors.base import JobSpec, executor_for
+from ai_how.executors.base import JobSpec, executor_for, shared_root
 from ai_how.fsutil import atomic_write_text
 from ai_how.layout import Layout
 from ai_how.objectstore.base import StoreURI, open_store
@@ -56,7 +56,7 @@ def model_store_uri(config: ClusterConfig, layout: Layout, model_name: str, vers
 
 def training_output(ctx: StageContext) -> Path:
     """The run's directory on the shared storage (BeeGFS layout: models/<name>/<run>)."""
-    return ctx.layout.shared / "models" / ctx.options.model_name / ctx.run_id
+    return Path(shared_root(ctx.config, ctx.layout.root)) / "models" / ctx.options.model_name / ctx.run_id
 
 
 # --------------------------------------------------------------------------- train
@@ -67,6 +67,7 @@ def train_inputs(ctx: StageContext) -> dict[str, Any]:
     return {
         "workload": ctx.options.workload,
         "args": ctx.options.workload_args,
+        "resources": ctx.options.resources,
         "scheduler": hpc.scheduler if hpc else "local",
         "code": code_version(),
     }
@@ -84,9 +85,12 @@ def train(ctx: StageContext) -> dict[str, Any]:
         args=ctx.options.workload_args,
         output_dir=output,
         log_path=ctx.log_path,
+        gpus=ctx.options.resources.get("gpus", 0),
+        processes=ctx.options.resources.get("processes", 1),
+        nodes=ctx.options.resources.get("nodes", 1),
     )
     ctx.log(f"submitting {spec.workload} to the {executor.name} executor; output {output}")
-    job = executor.run(spec)
+    job = executor.run(spec, on_line=ctx.progress)  # the executor writes the job's output to the stage log
     result = json.loads((output / RESULT_FILE).read_text())
     model_dir = output / "model"
     manifest = Manifest.of_directory(model_dir)

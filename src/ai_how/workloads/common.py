@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,46 @@ class WorkloadError(AiHowError):
 
 def write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+@dataclass
+class Distributed:
+    """The process's place in a torchrun job (world size 1 when started alone)."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+
+    @classmethod
+    def from_env(cls) -> Distributed:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        me = cls(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world)
+        if world > 1:
+            import torch
+            from torch import distributed as dist
+
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return me
+
+    def device(self) -> Any:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.set_device(self.local_rank)
+            return torch.device("cuda", self.local_rank)
+        return torch.device("cpu")
+
+    def finish(self) -> None:
+        if self.world_size > 1:
+            from torch import distributed as dist
+
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def is_rank_zero() -> bool:
+    return os.environ.get("RANK", "0") == "0"
 
 
 def job_id() -> str:
@@ -41,6 +82,8 @@ def run_workload(name: str, argv: list[str]) -> int:
     except AiHowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not is_rank_zero():  # in a data-parallel job only rank 0 writes the outputs
+        return 0
     result["job_id"] = job_id()
     result["workload"] = name
     write_json(args.output / METRICS_FILE, result["metrics"])

@@ -74,12 +74,18 @@ def dataset_hash(*arrays: np.ndarray) -> str:
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
+    """Train on one process, or data parallel (DDP) when started by torchrun: each rank takes a shard of
+    every epoch, gradients are averaged by DDP, and loss/accuracy are all-reduced over all ranks."""
     import torch
+    from torch import distributed as dist
     from torch import nn
 
     from ai_how.workloads import cnn
+    from ai_how.workloads.common import Distributed
 
+    ddp = Distributed.from_env()
     torch.manual_seed(args.seed)
+    device = ddp.device()
     x_tr, y_tr, x_te, y_te, scale, source = load_data(args.mnist_dir)
     mean, std = float((x_tr / scale).mean()), float((x_tr / scale).std())
     config = {
@@ -91,46 +97,65 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "std": std,
         "dataset": source,
     }
-    model = cnn.build(config)
-    to_tensor = lambda x: (torch.from_numpy(x) / scale - mean) / std  # noqa: E731
-    train_x, train_y = to_tensor(x_tr), torch.from_numpy(y_tr)
-    test_x, test_y = to_tensor(x_te), torch.from_numpy(y_te)
+    model: nn.Module = cnn.build(config).to(device)
+    if ddp.world_size > 1:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    def to_tensor(x: np.ndarray) -> torch.Tensor:
+        return ((torch.from_numpy(x) / scale - mean) / std).to(device)
+
+    train_x, train_y = to_tensor(x_tr), torch.from_numpy(y_tr).to(device)
+    test_x, test_y = to_tensor(x_te), torch.from_numpy(y_te).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     loss_fn = nn.CrossEntropyLoss()
     losses, accuracies = [], []
+    generator = torch.Generator().manual_seed(args.seed)  # the same permutation on every rank
     start = time.monotonic()
     for epoch in range(args.epochs):
         model.train()
-        order = torch.randperm(len(train_x))
-        total, batches = 0.0, 0
+        order = torch.randperm(len(train_x), generator=generator)[ddp.rank :: ddp.world_size].to(device)
+        totals = torch.zeros(2, device=device)  # loss sum, batches
         for i in range(0, len(order), args.batch_size):
             idx = order[i : i + args.batch_size]
             optimizer.zero_grad()
             loss = loss_fn(model(train_x[idx]), train_y[idx])
             loss.backward()
             optimizer.step()
-            total += float(loss.detach())
-            batches += 1
+            totals += torch.stack([loss.detach(), torch.ones((), device=device)])
         model.eval()
         with torch.no_grad():
-            accuracy = float((model(test_x).argmax(1) == test_y).float().mean())
-        losses.append(total / batches)
-        accuracies.append(accuracy)
-        print(
-            f"epoch {epoch + 1}/{args.epochs} loss {losses[-1]:.4f} held-out accuracy {accuracy:.4f}",
-            flush=True,
-        )
+            shard = slice(ddp.rank, None, ddp.world_size)
+            correct = (model(test_x[shard]).argmax(1) == test_y[shard]).sum().float()
+            counts = torch.stack([correct, torch.tensor(float(len(test_y[shard])), device=device)])
+        if ddp.world_size > 1:  # metrics of the whole job, not rank 0's share
+            dist.all_reduce(totals)
+            dist.all_reduce(counts)
+        losses.append(float(totals[0] / totals[1]))
+        accuracies.append(float(counts[0] / counts[1]))
+        if ddp.rank == 0:
+            print(
+                f"epoch {epoch + 1}/{args.epochs} loss {losses[-1]:.4f} held-out accuracy {accuracies[-1]:.4f}",
+                flush=True,
+            )
     elapsed = time.monotonic() - start
-    out = args.output / "model"
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out / "model.pt")
-    write_json(out / "model_config.json", config)
+    if ddp.rank == 0:
+        out = args.output / "model"
+        out.mkdir(parents=True, exist_ok=True)
+        state = getattr(model, "module", model).state_dict()  # unwrap DDP
+        torch.save({k: v.cpu() for k, v in state.items()}, out / "model.pt")
+        write_json(out / "model_config.json", config)
+    ddp.finish()
+    samples = len(x_tr) * args.epochs
     return {
         "metrics": {
             "epochs": args.epochs,
             "loss": losses,
             "accuracy": accuracies,
             "training_time_seconds": round(elapsed, 3),
+            "world_size": ddp.world_size,
+            "samples_per_second": round(samples / elapsed, 1) if elapsed > 0 else 0.0,
         },
         "params": {
             "epochs": args.epochs,
@@ -138,8 +163,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             "lr": args.lr,
             "seed": args.seed,
             "dataset": source,
-            "train_examples": len(train_x),
-            "test_examples": len(test_x),
+            "train_examples": len(x_tr),
+            "test_examples": len(x_te),
+            "world_size": ddp.world_size,
+            "device": str(device.type),
         },
         "dataset_sha256": dataset_hash(x_tr, y_tr, x_te, y_te),
         "kind": "classifier",

@@ -1,0 +1,1 @@
+"""SLURM: command-line parsing, transports (local or SSH to a login node), sbatch scripts."""
