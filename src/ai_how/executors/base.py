@@ -24,6 +24,8 @@ class JobSpec:
     gpus: int = 0  # GPUs per node (SLURM GRES)
     processes: int = 1  # processes per node when gpus == 0 (CPU data parallel, gloo)
     nodes: int = 1
+    script: str | None = None  # shell commands to run instead of a workload (Oumi launcher jobs)
+    workdir: str | None = None
 
 
 @dataclass

@@ -80,15 +80,21 @@ class SlurmExecutor:
         self.client = SlurmClient(transport or transport_for(self.slurm.login))
         self.shared = shared_root(config, state_dir)
 
-    def run(self, spec: JobSpec, on_line: Callable[[str], None] | None = None) -> JobResult:
+    def submit(self, spec: JobSpec) -> tuple[str, str, str]:
+        """Render and submit the job without waiting: (job id, stdout path, stderr path)."""
         paths = sbatch.job_paths(self.shared, spec)
         script = sbatch.render(spec, self.slurm, self.client.features, paths)
         self.client.transport.write_text(paths.script, script)
-        started = time.monotonic()
         job_id = self.client.submit(paths.script)
+        return (job_id, *paths.resolved(job_id))
+
+    def run(self, spec: JobSpec, on_line: Callable[[str], None] | None = None) -> JobResult:
+        started = time.monotonic()
+        job_id, stdout, stderr = self.submit(spec)
         log = _LogFollower(self.client.transport, spec.log_path, on_line)
-        log.note(f"submitted SLURM job {job_id} ({self.client.features.version}) from {paths.script}")
-        stdout, stderr = paths.resolved(job_id)
+        log.note(
+            f"submitted SLURM job {job_id} ({self.client.features.version}) from {sbatch.job_paths(self.shared, spec).script}"
+        )
         try:
             info = self._wait(job_id, log, stdout, stderr)
         except BaseException:

@@ -41,9 +41,10 @@ class JobPaths:
 def job_paths(shared_root: str, spec: JobSpec) -> JobPaths:
     """The seed's BeeGFS layout: scripts and logs under jobs/, models under models/."""
     jobs = f"{shared_root.rstrip('/')}/jobs"
-    return JobPaths(
-        f"{jobs}/{spec.name}.sbatch", f"{jobs}/{spec.workload}-%j.out", f"{jobs}/{spec.workload}-%j.err"
-    )
+    out = f"{jobs}/{spec.workload}-%j.out"
+    # A user's script job (Oumi) gets one log, so `oumi launch logs` shows its errors too.
+    err = out if spec.script is not None else f"{jobs}/{spec.workload}-%j.err"
+    return JobPaths(f"{jobs}/{spec.name}.sbatch", out, err)
 
 
 def _partition(slurm: SlurmConfig) -> str | None:
@@ -86,7 +87,11 @@ def render(spec: JobSpec, slurm: SlurmConfig, features: Features, paths: JobPath
         else []
     )
     workload = ["-m", "ai_how.workloads", spec.workload, "--output", str(spec.output_dir), *spec.args]
-    if not distributed:
+    if spec.workdir:
+        lines.append(f"cd {shlex.quote(spec.workdir)}")
+    if spec.script is not None:  # a user's job (Oumi JobConfig setup + run): their commands, as written
+        lines.append(spec.script.rstrip("\n"))
+    elif not distributed:
         lines.append(shlex.join([*container, python, *workload]))
     else:
         lines += [
