@@ -173,6 +173,12 @@ class Tracker:
         for key, value in tags.items():
             self._call("tag version", self.client.set_model_version_tag, name, str(version), key, str(value))
 
+    def version_run_id(self, name: str, version: int) -> str:
+        run_id = self._call("get version", self.client.get_model_version, name, str(version)).run_id
+        if not run_id:
+            raise TrackingError(f"{name} v{version} is not linked to an MLflow run")
+        return str(run_id)
+
     def version_tags(self, name: str, version: int) -> dict[str, str]:
         return dict(self._call("get version", self.client.get_model_version, name, str(version)).tags)
 

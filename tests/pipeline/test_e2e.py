@@ -189,6 +189,22 @@ def test_llm_sft_serves_openai_chat_and_oumi_remote_engine(e2e: Env) -> None:
         check=False,
     )
     assert "OUMI-REMOTE-OK" in remote.stdout, remote.stderr[-3000:]
+    # MLOPS-3.2: Oumi custom evaluation, offline (NATIVE) and through the deployed endpoint (REMOTE),
+    # logged to the model version's MLflow run.
+    for extra in ([], ["--remote"]):
+        evaluated = json.loads(
+            e2e.cli("evaluate", "-c", str(e2e.config), "--model-name", "chat", "--json", *extra).stdout
+        )
+        assert evaluated["engine"] == ("REMOTE" if extra else "NATIVE")
+        assert 1.0 < evaluated["perplexity"]["perplexity"] < 2000 and evaluated["perplexity"]["examples"] > 0
+        prompts = [g["prompt"] for g in evaluated["generation"]["generations"]]
+        assert prompts == [
+            "Write a short story about",
+            "Explain quantum computing in simple terms",
+            "Create a haiku about nature",
+        ]
+    run_id = doc["stages"]["train"]["outputs"]["mlflow_run_id"]
+    assert "eval_perplexity" in mlflow_client(e2e).get_run(run_id).data.metrics
     # Oumi's TrainingConfig was saved with the model and is a real Oumi config.
     from oumi.core.configs import TrainingConfig
 

@@ -95,9 +95,9 @@ def main(
 
 
 def _register() -> None:
-    from ai_how.cli import config_cmds, oumi_cmds, pipeline_cmds, stack_cmds, sync_cmds
+    from ai_how.cli import config_cmds, evaluate_cmds, oumi_cmds, pipeline_cmds, stack_cmds, sync_cmds
 
-    for module in (config_cmds, stack_cmds, pipeline_cmds, sync_cmds, oumi_cmds):
+    for module in (config_cmds, stack_cmds, pipeline_cmds, sync_cmds, evaluate_cmds, oumi_cmds):
         module.register(app)
 
 

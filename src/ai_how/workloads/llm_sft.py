@@ -158,9 +158,9 @@ def parser() -> argparse.ArgumentParser:
         "--dataset", type=Path, default=None, help="chat JSONL; default: chatterbot-corpus English"
     )
     p.add_argument("--limit", type=int, default=0, help="use at most this many conversations (0 = all)")
-    p.add_argument("--max-steps", type=int, default=30)
+    p.add_argument("--max-steps", type=int, default=120)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--logging-steps", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)

@@ -1,0 +1,1 @@
+"""Model evaluation through Oumi's custom evaluation backend (offline)."""
