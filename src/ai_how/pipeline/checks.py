@@ -48,13 +48,16 @@ def metric_total(text: str, name: str, labels: dict[str, str] | None = None) -> 
     return total
 
 
-def digits_samples(count: int = 60) -> tuple[list[list[float]], list[int]]:
-    """Held-out sklearn digits (the training split's test part), raw pixel scale."""
+def digits_samples(count: int = 60, side: int = 8) -> tuple[list[list[float]], list[int]]:
+    """Held-out sklearn digits (the training split's test part), raw pixel scale, upscaled to ``side``."""
+    import numpy as np
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     idx = [i for i in range(len(digits.target)) if i % 5 == 0][:count]
-    return [digits.images[i].reshape(-1).tolist() for i in idx], [int(digits.target[i]) for i in idx]
+    factor = max(1, side // 8)
+    images = [np.kron(digits.images[i], np.ones((factor, factor))).reshape(-1).tolist() for i in idx]
+    return images, [int(digits.target[i]) for i in idx]
 
 
 def protocol_checks(endpoint: str, model: str, kind: str) -> list[Check]:
@@ -69,7 +72,11 @@ def protocol_checks(endpoint: str, model: str, kind: str) -> list[Check]:
         _check("V2 metadata", lambda: _expect_json(client.get(f"{base}/v2/models/{model}"), "inputs"))
     )
     if kind == "classifier":
-        images, labels = digits_samples()
+        shape = (
+            client.get(f"{base}/v2/models/{model}").json().get("inputs", [{}])[0].get("shape", [-1, 1, 8, 8])
+        )
+        images, labels = digits_samples(side=int(shape[-1]))
+        size = len(images[0])
 
         def v1() -> str:
             body = client.post(f"{base}/v1/models/{model}:predict", json={"instances": images})
@@ -83,7 +90,9 @@ def protocol_checks(endpoint: str, model: str, kind: str) -> list[Check]:
             flat = [v for image in images for v in image]
             request = {
                 "id": "verify",
-                "inputs": [{"name": "input-0", "shape": [len(images), 64], "datatype": "FP32", "data": flat}],
+                "inputs": [
+                    {"name": "input-0", "shape": [len(images), size], "datatype": "FP32", "data": flat}
+                ],
             }
             body = client.post(f"{base}/v2/models/{model}/infer", json=request)
             body.raise_for_status()

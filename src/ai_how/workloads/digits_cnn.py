@@ -66,6 +66,22 @@ def load_data(mnist_dir: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return images[~test], labels[~test], images[test], labels[test], 16.0, "sklearn-digits"
 
 
+def augment(
+    x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, copies: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST-scale training data from the 8×8 digits: upscale to 32×32 (×4) and add ``copies`` randomly
+    shifted (±2 px), noisy variants of every training image. The held-out images are only upscaled."""
+    rng = np.random.default_rng(seed)
+    up = lambda x: np.kron(x, np.ones((1, 1, 4, 4), np.float32))  # noqa: E731
+    base_tr, base_te = up(x_tr), up(x_te)
+    variants = [base_tr]
+    for _ in range(copies):
+        dy, dx = rng.integers(-2, 3, size=2)
+        shifted = np.roll(base_tr, (int(dy), int(dx)), axis=(2, 3))
+        variants.append(np.clip(shifted + rng.normal(0, 0.5, shifted.shape).astype(np.float32), 0, 16))
+    return np.concatenate(variants), np.tile(y_tr, copies + 1), base_te
+
+
 def dataset_hash(*arrays: np.ndarray) -> str:
     digest = hashlib.sha256()
     for array in arrays:
@@ -87,6 +103,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     device = ddp.device()
     x_tr, y_tr, x_te, y_te, scale, source = load_data(args.mnist_dir)
+    if args.augment > 0:
+        x_tr, y_tr, x_te = augment(x_tr, y_tr, x_te, args.augment, args.seed)
+        source = f"{source}-32px-x{args.augment + 1}"
     mean, std = float((x_tr / scale).mean()), float((x_tr / scale).std())
     config = {
         "arch": "simple-cnn",
@@ -181,4 +200,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mnist-dir", type=Path, default=None)
+    p.add_argument(
+        "--augment",
+        type=int,
+        default=0,
+        help="add N shifted, noisy 32x32 copies of each training image (MNIST-scale benchmark data)",
+    )
     return p
