@@ -61,6 +61,7 @@ def write_oumi_config(
         lr=1e-3,
         logging_steps=5,
         seed=0,
+        dtype="float32",
     )
     training = oumi_config(args, base, train_path, shared / "models" / "oumi-launch" / "output")
     training_path = out / "oumi_config.yaml"

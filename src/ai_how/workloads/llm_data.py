@@ -91,8 +91,16 @@ def prepare_dataset(dataset: Path | None, out_dir: Path, limit: int, seed: int =
     return train_path, eval_path, digest
 
 
-def build_tiny_llama(train_path: Path, out_dir: Path, seed: int = 0) -> Path:
-    """A ~100k-parameter Llama + a BPE tokenizer trained on the dataset, saved as an HF directory."""
+# SmolLM-135M's architecture (HuggingFaceTB/SmolLM-135M config.json), for GPU runs without its weights.
+SMOLLM_135M_SHAPE = {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+                     "num_key_value_heads": 3, "vocab_size": 49152, "max_position_embeddings": 2048}
+TINY_SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "max_position_embeddings": 512}
+
+
+def build_tiny_llama(train_path: Path, out_dir: Path, seed: int = 0, shape: dict[str, int] | None = None) -> Path:
+    """A Llama built from config (default ~100k parameters; ``shape`` e.g. SMOLLM_135M_SHAPE) plus a BPE
+    tokenizer trained on the dataset, saved as an HF directory. Random init: nothing is downloaded."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -121,14 +129,10 @@ def build_tiny_llama(train_path: Path, out_dir: Path, seed: int = 0) -> Path:
     )
     hf_tok.chat_template = CHAT_TEMPLATE
     torch.manual_seed(seed)
+    dims = dict(shape or TINY_SHAPE)
+    dims["vocab_size"] = max(dims.get("vocab_size", 0), len(hf_tok))  # a larger vocab keeps the model's shape
     config = LlamaConfig(
-        vocab_size=len(hf_tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
+        **dims,
         bos_token_id=hf_tok.bos_token_id,
         eos_token_id=hf_tok.eos_token_id,
         pad_token_id=hf_tok.pad_token_id,

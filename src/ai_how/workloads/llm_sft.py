@@ -18,7 +18,7 @@ from typing import Any
 from ai_how.workloads import llm_data
 from ai_how.workloads.common import WorkloadError
 
-MODELS = ("tiny-llama", "smollm2-135m")
+MODELS = ("tiny-llama", "smollm2-135m", "smollm-135m-shape")
 # Files that make up a servable HF model directory.
 SERVABLE = (
     "config.json",
@@ -48,7 +48,7 @@ def oumi_config(args: argparse.Namespace, base: Path, train_path: Path, output_d
         model=ModelParams(
             model_name=str(base),
             model_max_length=args.max_length,
-            torch_dtype_str="float32",
+            torch_dtype_str=args.dtype,
             load_pretrained_weights=True,
             tokenizer_pad_token="<|endoftext|>" if args.model == "smollm2-135m" else None,
             trust_remote_code=False,
@@ -100,6 +100,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     )
     if args.model == "tiny-llama":
         base = llm_data.build_tiny_llama(train_path, work / "base-model", args.seed)
+    elif args.model == "smollm-135m-shape":  # SmolLM-135M's architecture, random init (GPU benchmarks)
+        base = llm_data.build_tiny_llama(train_path, work / "base-model", args.seed, llm_data.SMOLLM_135M_SHAPE)
     else:
         cache = Path(os.environ.get("AI_HOW_MODEL_CACHE", Path.home() / ".ai-how" / "models"))
         base = llm_data.smollm2_base(cache)
@@ -164,4 +166,5 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--logging-steps", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="bfloat16 on GPUs")
     return p
