@@ -8,6 +8,7 @@ PKGS=(
   libvirt-dev libvirt-clients           # libvirt-python build + test:///default driver
   postgresql                            # MLflow backend store (tests start the real server)
   slurm-wlm munge                       # HPC executor (tests start munged, slurmctld, slurmd)
+  openssh-server openssh-client rsync   # SSH transport to a login node (tests start their own sshd)
   prometheus                            # monitoring tests
 )
 missing=()

@@ -303,3 +303,48 @@ def slurm() -> Iterator[None]:
         subprocess.run(
             ["bash", str(REPO / "scripts" / "slurm-local.sh"), "stop"], check=False, capture_output=True
         )
+
+
+@dataclass
+class SSHServer:
+    login: str
+    options: list[str]
+
+
+@pytest.fixture(scope="session")
+def ssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
+    """A real OpenSSH server on a loopback port with key authentication only (its own config and keys)."""
+    if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
+        pytest.skip("needs Debian's openssh-server and root: run `make setup` as root")
+    root = tmp_path_factory.mktemp("sshd")
+    for name in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True)
+    (root / "authorized_keys").write_text((root / "client_key.pub").read_text())
+    port = free_port()
+    (root / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\n"
+        f"AuthorizedKeysFile {root / 'authorized_keys'}\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
+        f"PidFile {root / 'sshd.pid'}\n"
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)
+    with (root / "sshd.log").open("wb") as log:
+        proc = subprocess.Popen(
+            ["/usr/sbin/sshd", "-D", "-e", "-f", str(root / "sshd_config")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    wait_port(port)
+    options = [
+        "-i",
+        str(root / "client_key"),
+        "-o",
+        "StrictHostKeyChecking=accept-new",
+        "-o",
+        f"UserKnownHostsFile={root / 'known_hosts'}",
+        "-o",
+        "IdentitiesOnly=yes",
+    ]
+    yield SSHServer(f"root@127.0.0.1:{port}", options)
+    proc.terminate()
+    proc.wait(10)

@@ -10,11 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ai_how.config.loader import load_config
+from ai_how.errors import AiHowError
 from ai_how.executors.base import JobFailedError, JobSpec
 from ai_how.executors.slurm import SlurmExecutor
-from tests.services import AI_HOW, S3Server, make_env
+from tests.services import AI_HOW, S3Server, SSHServer, make_env
 
 pytestmark = pytest.mark.slow
 
@@ -160,3 +162,24 @@ def test_interrupting_the_pipeline_cancels_the_job(tmp_path: Path, slurm: None) 
     finally:
         env.cli("stack", "down", "-c", str(env.config), check=False)
         os.system("scancel --user=root >/dev/null 2>&1")
+
+
+def test_ssh_transport_to_a_login_node(tmp_path: Path, slurm: None, ssh_server: SSHServer) -> None:
+    """The same job through `ssh user@host` (key auth) instead of local commands."""
+    env = make_env(tmp_path, slurm=True)
+    data = yaml.safe_load(env.config.read_text())
+    data["clusters"]["hpc"]["slurm"] |= {"login": ssh_server.login, "ssh_options": ssh_server.options}
+    env.config.write_text(yaml.safe_dump(data))
+    executor = SlurmExecutor(load_config(env.config).config, tmp_path / "state")
+    assert executor.client.transport.where == ssh_server.login.split(":")[0]
+    spec = job(executor, tmp_path, "--epochs", "2")
+    result = executor.run(spec)
+    assert result.job_id.isdigit()
+    assert (spec.output_dir / "model" / "model.pt").exists()
+    assert "epoch 2/2" in spec.log_path.read_text()  # the job's output came back over SSH
+
+    data["clusters"]["hpc"]["slurm"]["login"] = "root@127.0.0.1:9"
+    env.config.write_text(yaml.safe_dump(data))
+    unreachable = SlurmExecutor(load_config(env.config).config, tmp_path / "state")
+    with pytest.raises(AiHowError, match=r"cannot reach the login node root@127\.0\.0\.1"):
+        unreachable.run(job(unreachable, tmp_path, "--epochs", "1"))

@@ -187,6 +187,10 @@ class SlurmConfig(Model):
         default=None,
         description="user@host of the login node for SSH submission; omitted = run sbatch on this machine.",
     )
+    ssh_options: list[str] = Field(
+        default_factory=list,
+        description="Extra ssh arguments for the login node, e.g. ['-i', '~/.ssh/ai_how_cluster_key'].",
+    )
     container_runtime: Literal["none", "apptainer"] = "none"
     container_image: str | None = None
     cpus_per_task: PositiveInt = 2

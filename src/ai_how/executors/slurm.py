@@ -77,7 +77,7 @@ class SlurmExecutor:
     def __init__(self, config: ClusterConfig, state_dir: Path, transport: Transport | None = None) -> None:
         hpc = config.clusters.hpc
         self.slurm: SlurmConfig = hpc.slurm if hpc is not None else SlurmConfig()
-        self.client = SlurmClient(transport or transport_for(self.slurm.login))
+        self.client = SlurmClient(transport or transport_for(self.slurm.login, self.slurm.ssh_options))
         self.shared = shared_root(config, state_dir)
 
     def submit(self, spec: JobSpec) -> tuple[str, str, str]:

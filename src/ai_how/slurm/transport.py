@@ -68,22 +68,16 @@ class LocalTransport:
 class SSHTransport:
     """``user@host[:port]`` of a login node, key authentication only (BatchMode), one multiplexed connection."""
 
-    def __init__(self, login: str) -> None:
+    def __init__(self, login: str, options: list[str] | None = None) -> None:
         target, _, port = login.partition(":")
         self.where = target
         control = Path.home() / ".ssh" / "ai-how-%C"
+        control.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.base = [
             "ssh",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            "ControlMaster=auto",
-            "-o",
-            f"ControlPath={control}",
-            "-o",
-            "ControlPersist=10m",
+            *("-o", "BatchMode=yes", "-o", "ConnectTimeout=10"),
+            *("-o", "ControlMaster=auto", "-o", f"ControlPath={control}", "-o", "ControlPersist=10m"),
+            *(options or []),
         ]
         if port:
             self.base += ["-p", port]
@@ -114,5 +108,5 @@ class SSHTransport:
         return result.stdout.encode()
 
 
-def transport_for(login: str | None) -> Transport:
-    return SSHTransport(login) if login else LocalTransport()
+def transport_for(login: str | None, options: list[str] | None = None) -> Transport:
+    return SSHTransport(login, options) if login else LocalTransport()

@@ -92,13 +92,28 @@ def prepare_dataset(dataset: Path | None, out_dir: Path, limit: int, seed: int =
 
 
 # SmolLM-135M's architecture (HuggingFaceTB/SmolLM-135M config.json), for GPU runs without its weights.
-SMOLLM_135M_SHAPE = {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
-                     "num_key_value_heads": 3, "vocab_size": 49152, "max_position_embeddings": 2048}
-TINY_SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "max_position_embeddings": 512}
+SMOLLM_135M_SHAPE = {
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "vocab_size": 49152,
+    "max_position_embeddings": 2048,
+}
+TINY_SHAPE = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+}
 
 
-def build_tiny_llama(train_path: Path, out_dir: Path, seed: int = 0, shape: dict[str, int] | None = None) -> Path:
+def build_tiny_llama(
+    train_path: Path, out_dir: Path, seed: int = 0, shape: dict[str, int] | None = None
+) -> Path:
     """A Llama built from config (default ~100k parameters; ``shape`` e.g. SMOLLM_135M_SHAPE) plus a BPE
     tokenizer trained on the dataset, saved as an HF directory. Random init: nothing is downloaded."""
     import torch

@@ -101,7 +101,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if args.model == "tiny-llama":
         base = llm_data.build_tiny_llama(train_path, work / "base-model", args.seed)
     elif args.model == "smollm-135m-shape":  # SmolLM-135M's architecture, random init (GPU benchmarks)
-        base = llm_data.build_tiny_llama(train_path, work / "base-model", args.seed, llm_data.SMOLLM_135M_SHAPE)
+        base = llm_data.build_tiny_llama(
+            train_path, work / "base-model", args.seed, llm_data.SMOLLM_135M_SHAPE
+        )
     else:
         cache = Path(os.environ.get("AI_HOW_MODEL_CACHE", Path.home() / ".ai-how" / "models"))
         base = llm_data.smollm2_base(cache)
