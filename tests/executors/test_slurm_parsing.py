@@ -120,6 +120,17 @@ def test_compressed_nodelists_expand_through_scontrol() -> None:
     assert sum(call[0] == "sbatch" for call in transport.calls) == 1
 
 
+@pytest.mark.parametrize(("version", "flag"), [("slurm 22.05.8", False), ("slurm 23.02.7", True)])
+def test_state_poll_uses_the_flags_of_the_version(version: str, flag: bool) -> None:
+    transport = RecordedTransport(
+        {"sbatch --version": version, "squeue -h": "RUNNING\n", "squeue --only-job-state": "RUNNING\n"}
+    )
+    client = SlurmClient(transport)
+    assert client.state("12") == "RUNNING"
+    squeue = next(call for call in transport.calls if call[0] == "squeue")
+    assert ("--only-job-state" in squeue) is flag
+
+
 def spec(**kwargs: object) -> JobSpec:
     return JobSpec(
         "run-1",

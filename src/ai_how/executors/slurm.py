@@ -63,6 +63,16 @@ class SlurmClient:
         acct = self.transport.run(["sacct", "-j", job_id, "-P", "-n", "-o", "JobID,State,ExitCode,NodeList"])
         return parse_sacct(acct.stdout, job_id) if acct.returncode == 0 else None
 
+    def state(self, job_id: str) -> str | None:
+        """The job's state from ``squeue`` (None once squeue no longer lists it). ``--only-job-state``
+        (23.02+) spares the controller the full job record; older versions get the plain query."""
+        argv = ["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"]
+        if self.features.only_job_state:
+            argv.insert(1, "--only-job-state")
+        result = self.transport.run(argv)
+        lines = result.stdout.split() if result.returncode == 0 else []
+        return lines[0] if lines else None
+
     def cancel(self, job_id: str) -> None:
         self.transport.run(["scancel", job_id])
 
@@ -114,18 +124,22 @@ class SlurmExecutor:
     ) -> JobInfo:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         last_state = ""
+        info: JobInfo | None = None
         while True:
-            info = self.client.job(job_id)
-            if info is None:
-                raise SlurmError(
-                    f"SLURM no longer knows job {job_id} and has no accounting to ask",
-                    fix="raise MinJobAge in slurm.conf or enable accounting (slurmdbd)",
-                )
-            if info.state != last_state:
-                log.note(
-                    f"job {job_id}: {info.state}"
-                    + (f" ({info.reason})" if info.reason not in ("", "None") else "")
-                )
+            # A cheap state poll (squeue); the full record (scontrol/sacct) only when the state moves.
+            state = self.client.state(job_id)
+            if info is None or state != last_state or state is None:
+                info = self.client.job(job_id)
+                if info is None:
+                    raise SlurmError(
+                        f"SLURM no longer knows job {job_id} and has no accounting to ask",
+                        fix="raise MinJobAge in slurm.conf or enable accounting (slurmdbd)",
+                    )
+                if info.state != last_state:
+                    log.note(
+                        f"job {job_id}: {info.state}"
+                        + (f" ({info.reason})" if info.reason not in ("", "None") else "")
+                    )
                 last_state = info.state
             log.follow(stdout, stderr)
             if info.finished or (deadline is not None and time.monotonic() > deadline):

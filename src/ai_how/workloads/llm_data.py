@@ -144,7 +144,7 @@ def build_tiny_llama(
     )
     hf_tok.chat_template = CHAT_TEMPLATE
     torch.manual_seed(seed)
-    dims = dict(shape or TINY_SHAPE)
+    dims: dict[str, Any] = dict(shape or TINY_SHAPE)
     dims["vocab_size"] = max(dims.get("vocab_size", 0), len(hf_tok))  # a larger vocab keeps the model's shape
     config = LlamaConfig(
         **dims,
