@@ -99,6 +99,13 @@ def test_pipeline_on_slurm_gres_job_lands_a_registered_model(
         log = (env.state_dir / "runs" / doc["run_id"] / "logs" / "train.log").read_text()
         assert "GPUs 0" in log  # SLURM gave the job the (fake) GPU: CUDA_VISIBLE_DEVICES=0
         assert doc["stages"]["register"]["outputs"]["version"] == 1
+        # A job that fails: the pipeline stops at train, exit 1, with the cause from the job's stderr.
+        failed = env.cli("pipeline", "run", "-c", str(env.config), "--workload", "digits-cnn", "--model-name",
+                         "slurmdigits", "--set", "mnist_dir=/no/mnist", check=False)
+        assert failed.returncode == 1 and "Traceback" not in failed.stdout + failed.stderr
+        assert "stage train failed: SLURM job" in failed.stderr
+        assert "failed with exit code 2: MNIST directory /no/mnist does not exist" in failed.stderr
+        assert env.run_doc(env.latest_run())["stages"]["register"]["status"] == "pending"
     finally:
         env.cli("stack", "down", "-c", str(env.config), check=False)
 
