@@ -6,6 +6,7 @@ and stops it afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -180,6 +181,15 @@ class Env:
             )
         return result
 
+    @contextlib.contextmanager
+    def stack(self) -> Iterator[Env]:
+        """`ai-how stack up` for the duration of a block, `stack down` after it."""
+        self.cli("stack", "up", "-c", str(self.config))
+        try:
+            yield self
+        finally:
+            self.cli("stack", "down", "-c", str(self.config), check=False)
+
     def run_doc(self, run_id: str) -> dict[str, Any]:
         return json.loads((self.state_dir / "runs" / f"{run_id}.json").read_text())["data"]  # type: ignore[no-any-return]
 
@@ -280,10 +290,8 @@ def make_env(
 @pytest.fixture(scope="session")
 def e2e(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Iterator[Env]:
     """MLflow (SQLite) started with `ai-how stack up`, the moto S3 server, one shared state directory."""
-    env = make_env(tmp_path_factory.mktemp("e2e"), s3=s3_server)
-    env.cli("stack", "up", "-c", str(env.config))
-    yield env
-    env.cli("stack", "down", "-c", str(env.config), check=False)
+    with make_env(tmp_path_factory.mktemp("e2e"), s3=s3_server).stack() as env:
+        yield env
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from ai_how.errors import AiHowError
 
@@ -25,6 +26,34 @@ def log_tail(path: Path, lines: int = 20) -> str:
             return "".join(deque(handle, maxlen=lines)).rstrip()
     except FileNotFoundError:
         return ""
+
+
+def _spawn(
+    cmd: Sequence[str],
+    log: BinaryIO,
+    *,
+    stdout: Any,
+    env: Mapping[str, str] | None,
+    cwd: Path | None,
+    stdin: Any = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own session with its command line written to ``log``; stderr joins stdout."""
+    log.write(f"$ {' '.join(cmd)}\n".encode())
+    log.flush()
+    try:
+        return subprocess.Popen(
+            list(cmd),
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            stdin=stdin,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise AiHowError(
+            f"cannot run {cmd[0]}: {exc.strerror}", fix="check that it is installed (`make setup`)"
+        ) from None
 
 
 @dataclass
@@ -64,21 +93,7 @@ def run_logged(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     with log_path.open("ab") as log:
-        log.write(f"$ {' '.join(cmd)}\n".encode())
-        log.flush()
-        try:
-            proc = subprocess.Popen(
-                list(cmd),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=dict(env) if env is not None else None,
-                cwd=cwd,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise AiHowError(
-                f"cannot run {cmd[0]}: {exc.strerror}", fix="check that it is installed"
-            ) from None
+        proc = _spawn(cmd, log, stdout=subprocess.PIPE, env=env, cwd=cwd)
         assert proc.stdout is not None
         stream = proc.stdout
 
@@ -140,20 +155,7 @@ def start_daemon(
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        log.write(f"\n$ {' '.join(cmd)}\n".encode())
-        log.flush()
-        try:
-            proc = subprocess.Popen(
-                list(cmd),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=dict(env) if env is not None else None,
-                cwd=cwd,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise AiHowError(f"cannot run {cmd[0]}: {exc.strerror}", fix="run `make setup`") from None
+        proc = _spawn(cmd, log, stdout=log, stdin=subprocess.DEVNULL, env=env, cwd=cwd)
     pidfile.write_text(f"{proc.pid}\n")
     return proc.pid
 

@@ -76,8 +76,7 @@ def test_pipeline_on_slurm_gres_job_lands_a_registered_model(
     tmp_path: Path, slurm: None, s3_server: S3Server
 ) -> None:
     env = make_env(tmp_path, s3=s3_server, slurm=True)
-    env.cli("stack", "up", "-c", str(env.config))
-    try:
+    with env.stack():
         result = env.cli(
             "pipeline",
             "run",
@@ -100,20 +99,28 @@ def test_pipeline_on_slurm_gres_job_lands_a_registered_model(
         assert "GPUs 0" in log  # SLURM gave the job the (fake) GPU: CUDA_VISIBLE_DEVICES=0
         assert doc["stages"]["register"]["outputs"]["version"] == 1
         # A job that fails: the pipeline stops at train, exit 1, with the cause from the job's stderr.
-        failed = env.cli("pipeline", "run", "-c", str(env.config), "--workload", "digits-cnn", "--model-name",
-                         "slurmdigits", "--set", "mnist_dir=/no/mnist", check=False)
+        failed = env.cli(
+            "pipeline",
+            "run",
+            "-c",
+            str(env.config),
+            "--workload",
+            "digits-cnn",
+            "--model-name",
+            "slurmdigits",
+            "--set",
+            "mnist_dir=/no/mnist",
+            check=False,
+        )
         assert failed.returncode == 1 and "Traceback" not in failed.stdout + failed.stderr
         assert "stage train failed: SLURM job" in failed.stderr
         assert "failed with exit code 2: MNIST directory /no/mnist does not exist" in failed.stderr
         assert env.run_doc(env.latest_run())["stages"]["register"]["status"] == "pending"
-    finally:
-        env.cli("stack", "down", "-c", str(env.config), check=False)
 
 
 def test_llm_sft_pipeline_trains_on_slurm(tmp_path: Path, slurm: None) -> None:
     env = make_env(tmp_path, slurm=True)
-    env.cli("stack", "up", "-c", str(env.config))
-    try:
+    with env.stack():
         env.cli(
             "pipeline", "run", "-c", str(env.config), "--workload", "llm-sft", "--model-name", "slurmchat"
         )
@@ -121,53 +128,50 @@ def test_llm_sft_pipeline_trains_on_slurm(tmp_path: Path, slurm: None) -> None:
         assert doc["status"] == "succeeded"
         assert doc["stages"]["train"]["outputs"]["job_id"].isdigit()
         assert all(check["ok"] for check in doc["stages"]["verify"]["outputs"]["checks"])
-    finally:
-        env.cli("stack", "down", "-c", str(env.config), check=False)
 
 
 def test_interrupting_the_pipeline_cancels_the_job(tmp_path: Path, slurm: None) -> None:
     env = make_env(tmp_path, slurm=True)
-    env.cli("stack", "up", "-c", str(env.config))
     try:
-        proc = subprocess.Popen(
-            [
-                AI_HOW,
-                "pipeline",
-                "run",
-                "-c",
-                str(env.config),
-                "--workload",
-                "digits-cnn",
-                "--set",
-                "epochs=100000",
-                "-v",
-            ],
-            env=env.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        deadline = time.monotonic() + 120
-        job_id = None
-        while time.monotonic() < deadline and job_id is None:
-            logs = list((env.state_dir / "runs").glob("*/logs/train.log"))
-            text = logs[0].read_text() if logs else ""
-            if ": RUNNING" in text:
-                job_id = text.split("submitted SLURM job ")[1].split()[0]
-            time.sleep(0.3)
-        assert job_id is not None, "the job never started"
-        proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 130, output
-        state = subprocess.run(
-            ["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, check=True
-        )
-        assert "JobState=CANCELLED" in state.stdout
-        assert "Traceback" not in output
-        doc = env.run_doc(env.latest_run())
-        assert doc["stages"]["train"]["status"] == "interrupted"
-    finally:
-        env.cli("stack", "down", "-c", str(env.config), check=False)
+        with env.stack():
+            proc = subprocess.Popen(
+                [
+                    AI_HOW,
+                    "pipeline",
+                    "run",
+                    "-c",
+                    str(env.config),
+                    "--workload",
+                    "digits-cnn",
+                    "--set",
+                    "epochs=100000",
+                    "-v",
+                ],
+                env=env.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            deadline = time.monotonic() + 120
+            job_id = None
+            while time.monotonic() < deadline and job_id is None:
+                logs = list((env.state_dir / "runs").glob("*/logs/train.log"))
+                text = logs[0].read_text() if logs else ""
+                if ": RUNNING" in text:
+                    job_id = text.split("submitted SLURM job ")[1].split()[0]
+                time.sleep(0.3)
+            assert job_id is not None, "the job never started"
+            proc.send_signal(signal.SIGINT)
+            output, _ = proc.communicate(timeout=120)
+            assert proc.returncode == 130, output
+            state = subprocess.run(
+                ["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, check=True
+            )
+            assert "JobState=CANCELLED" in state.stdout
+            assert "Traceback" not in output
+            doc = env.run_doc(env.latest_run())
+            assert doc["stages"]["train"]["status"] == "interrupted"
+    finally:  # leave the cluster idle for the next test, whatever happened
         os.system("scancel --user=root >/dev/null 2>&1")
 
 

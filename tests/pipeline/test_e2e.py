@@ -356,8 +356,7 @@ def test_bad_inputs_end_with_the_cause_and_the_stage(e2e: Env, tmp_path: Path) -
 
 def test_pipeline_with_postgresql_backend(tmp_path: Path, postgres: Postgres, s3_server: S3Server) -> None:
     env = make_env(tmp_path, s3=s3_server, postgres=postgres)
-    env.cli("stack", "up", "-c", str(env.config))
-    try:
+    with env.stack():
         _, doc = run_pipeline(
             env, "--workload", "digits-cnn", "--model-name", "pgdigits", "--set", "epochs=8"
         )
@@ -379,8 +378,6 @@ def test_pipeline_with_postgresql_backend(tmp_path: Path, postgres: Postgres, s3
             check=True,
         ).stdout.split()
         assert "pgdigits|production|1" in rows
-    finally:
-        env.cli("stack", "down", "-c", str(env.config), check=False)
 
 
 def test_stage_by_stage_with_stop_after_and_resume_latest(e2e: Env) -> None:
