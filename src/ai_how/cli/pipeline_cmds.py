@@ -93,7 +93,7 @@ class ConsoleObserver:
 def report_table(doc: dict[str, Any]) -> Table:
     table = Table(title=f"run {doc['run_id']}: {doc.get('status')}", title_justify="left")
     for column, justify in (("stage", "left"), ("status", "left"), ("seconds", "right"), ("detail", "left")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        table.add_column(column, justify="right" if justify == "right" else "left")
     total = 0.0
     for stage in STAGES:
         record = doc["stages"].get(stage.name, {})

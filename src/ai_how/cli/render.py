@@ -152,7 +152,7 @@ def plan(plan: ResourcePlan) -> None:
             ("disk GB", "right"),
             ("GPUs", "left"),
         ):
-            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+            table.add_column(column, justify="right" if justify == "right" else "left")
         for vm in rows:
             gpus = ", ".join(
                 g + (" [yellow](shared)[/yellow]" if g.split(" ")[0] in vm.shared_gpus else "")

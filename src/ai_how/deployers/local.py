@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 from ai_how.config.models import ClusterConfig
 from ai_how.deployers.base import DeployError, Deployment, DeployRequest
@@ -22,7 +23,7 @@ class LocalDeployer:
         serving = config.mlops.serving
         self.base_url = f"http://{serving.host}:{serving.port}"
 
-    def _pidfile(self, model_name: str):  # type: ignore[no-untyped-def]
+    def _pidfile(self, model_name: str) -> Path:
         return self.layout.serving / f"{model_name}.pid"
 
     def deploy(self, request: DeployRequest) -> Deployment:

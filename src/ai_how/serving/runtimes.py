@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,12 +196,11 @@ class LLMModel(Model):
         return {"predictions": [self.generate(str(p), max_new).text for p in payload["instances"]]}
 
 
-RUNTIMES: dict[str, type[Model]] = {"classifier": ClassifierModel, "llm": LLMModel}
+# The serving runtime for each kind of model ai-how trains.
+RUNTIMES: dict[str, Callable[[str, Path], Model]] = {"classifier": ClassifierModel, "llm": LLMModel}
 
 
 def build_model(name: str, model_dir: Path) -> Model:
-    model = RUNTIMES[model_kind(model_dir)](name, model_dir)  # type: ignore[call-arg]
-    started = time.monotonic()
+    model = RUNTIMES[model_kind(model_dir)](name, model_dir)
     model.load()
-    model.load_seconds = time.monotonic() - started  # type: ignore[attr-defined]
     return model
