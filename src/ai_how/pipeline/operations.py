@@ -5,17 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ai_how.config.loader import LoadedConfig
 from ai_how.deployers.base import DeployRequest, deployer_for
 from ai_how.errors import AiHowError
 from ai_how.layout import Layout
-from ai_how.pipeline.checks import Check, verify_deployment
 from ai_how.pipeline.runner import Observer, PipelineRun, RunOptions
 from ai_how.pipeline.stages import STAGES, check_workload
 from ai_how.state.store import StateStore
 from ai_how.tracking import PRODUCTION, Tracker, tracking_uri_of
+
+if TYPE_CHECKING:
+    from ai_how.pipeline.checks import Check
 
 
 def run_pipeline(
@@ -94,6 +96,8 @@ def production_model(tracker: Tracker, name: str, version: int | None = None) ->
 def verify_production(
     loaded: LoadedConfig, store: StateStore, model_name: str
 ) -> tuple[ProductionModel, list[Check]]:
+    from ai_how.pipeline.checks import verify_deployment  # httpx: only when checking
+
     config = loaded.config
     tracker = Tracker(tracking_uri_of(config), config.mlops.mlflow.experiment)
     model = production_model(tracker, model_name)
