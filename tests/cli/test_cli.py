@@ -107,3 +107,18 @@ def test_console_script_runs() -> None:
     exe = Path(sys.executable).parent / "ai-how"
     out = subprocess.run([str(exe), "validate", str(LOCAL)], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
+
+
+def test_sync_command_on_its_own(tmp_path: Path) -> None:
+    source = tmp_path / "model"
+    source.mkdir()
+    (source / "weights.bin").write_bytes(b"\x00" * 1000)
+    (source / "config.json").write_text("{}")
+    dest = (tmp_path / "store").as_uri() + "/models/m/v1"
+    first = json.loads(runner.invoke(app, ["sync", str(source), dest, "--json"]).stdout)
+    assert first["uploaded"] == ["config.json", "weights.bin"]
+    again = json.loads(runner.invoke(app, ["sync", str(source), dest, "--json"]).stdout)
+    assert again["uploaded"] == [] and again["skipped"] == ["config.json", "weights.bin"]
+    assert (tmp_path / "store" / "models" / "m" / "v1" / "manifest.json").exists()
+    missing = runner.invoke(app, ["sync", str(tmp_path / "nope"), dest])
+    assert missing.exit_code == 1 and "is not a directory" in missing.output
