@@ -16,12 +16,12 @@ def evaluate(
     ctx: typer.Context,
     config: ConfigOpt,
     model_name: Annotated[str, typer.Option("--model-name", help="Registered model to evaluate.")],
-    version: Annotated[int | None, typer.Option(help="Version [default: @production].")] = None,
+    version: Annotated[int | None, typer.Option(help="Version (default: @production).")] = None,
     remote: Annotated[
         bool, typer.Option("--remote", help="Generate through the deployed endpoint (Oumi REMOTE engine).")
     ] = False,
     dataset: Annotated[
-        Path | None, typer.Option(help="Held-out chat JSONL [default: the training run's eval split].")
+        Path | None, typer.Option(help="Held-out chat JSONL (default: the training run's eval split).")
     ] = None,
     max_examples: Annotated[
         int, typer.Option(min=1, help="Held-out conversations scored for perplexity.")

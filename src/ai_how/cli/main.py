@@ -6,6 +6,8 @@ Command modules only parse options, call the core and render; heavy libraries
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,6 +48,10 @@ class AiHowGroup(TyperGroup):
             raise click.exceptions.Exit(int(ExitCode.INTERRUPTED)) from None
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except BrokenPipeError:  # `ai-how ... | head`: the reader left; stop quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise click.exceptions.Exit(0) from None
         except Exception as exc:  # an unexpected failure still ends in one line, not a traceback
             if ctx.obj is not None and getattr(ctx.obj, "debug", False):
                 raise

@@ -25,7 +25,7 @@ pipeline_app = typer.Typer(
 )
 
 ModelNameOpt = Annotated[
-    str | None, typer.Option("--model-name", help="Registered model name [default: the workload].")
+    str | None, typer.Option("--model-name", help="Registered model name (default: the workload).")
 ]
 
 
@@ -133,7 +133,8 @@ def run(
     ] = None,
     workload: Annotated[str | None, typer.Option("--workload", "-w", help="digits-cnn | llm-sft")] = None,
     model: Annotated[
-        str | None, typer.Option("--model", help="Base model of llm-sft: tiny-llama | smollm2-135m.")
+        str | None,
+        typer.Option("--model", help="Base model of llm-sft: tiny-llama | smollm2-135m | smollm-135m-shape."),
     ] = None,
     model_name: ModelNameOpt = None,
     gpus: Annotated[
@@ -282,7 +283,7 @@ def rollback(
     config: ConfigOpt,
     model_name: Annotated[str, typer.Option("--model-name", help="Registered model to roll back.")],
     to: Annotated[
-        int | None, typer.Option("--to", help="Version to roll back to [default: the previous @production].")
+        int | None, typer.Option("--to", help="Version to roll back to (default: the previous @production).")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
