@@ -193,8 +193,7 @@ def run(
         _, doc = operations.run_pipeline(loaded, store, options, observer, resume, stop_after)
     except StageFailedError as exc:
         failure = exc
-        run_id = resume or operations.latest_run(store)
-        doc = store.read(f"runs/{run_id}")
+        doc = store.read(f"runs/{exc.run_id}")
     if as_json:
         render.print_json(
             json.loads((ctx.obj.state_dir / "runs" / doc["run_id"] / "report.json").read_text())

@@ -65,9 +65,10 @@ class Stage:
 
 
 class StageFailedError(AiHowError):
-    def __init__(self, stage: str, cause: AiHowError) -> None:
+    def __init__(self, stage: str, cause: AiHowError, run_id: str) -> None:
         super().__init__(f"stage {stage} failed: {cause.message}", fix=cause.fix)
         self.stage = stage
+        self.run_id = run_id
 
 
 class Observer(Protocol):
@@ -218,7 +219,7 @@ class PipelineRun:
                     self._set_status("failed", failed_stage=stage.name, error=str(exc))
                     observer.stage_finished(stage, record)
                     self.write_report(stages)
-                    raise StageFailedError(stage.name, exc) from None
+                    raise StageFailedError(stage.name, exc, self.run_id) from None
                 except BaseException:
                     self._update_stage(stage.name, status="interrupted", finished=_now())
                     self._set_status("interrupted", failed_stage=stage.name)
