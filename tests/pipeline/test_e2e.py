@@ -121,6 +121,22 @@ def test_digits_cnn_trains_registers_syncs_serves_and_rolls_back(e2e: Env, s3_se
     assert v2["outputs"][0]["data"] == [0]
     assert all(check["ok"] for check in stages["verify"]["checks"])
 
+    # Load: 300 requests from 8 threads, all answered correctly, every one counted by the server's metrics.
+    from bench.serving import run as load
+
+    def counted() -> float:
+        from ai_how.pipeline.checks import metric_total
+
+        text = httpx.get(f"{endpoint}/metrics").text
+        return metric_total(
+            text, "ai_how_requests_total", {"route": "/v1/models/{model_name}:predict", "code": "200"}
+        )
+
+    before = counted()
+    result = load(endpoint, "digits", "v1", total=300, concurrency=8, max_tokens=0)
+    assert result["errors"] == 0 and result["requests_per_s"] > 0
+    assert counted() - before == 300 + 10  # the benchmark's 10 warm-up requests included
+
     # MLflow: one run with the whole metric history (batched), params, dataset hash and job id; v1 @production.
     client = mlflow_client(e2e)
     run = client.get_run(stages["train"]["mlflow_run_id"])

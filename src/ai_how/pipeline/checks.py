@@ -39,7 +39,8 @@ def metric_total(text: str, name: str, labels: dict[str, str] | None = None) -> 
     """Sum of a Prometheus metric's samples (optionally those matching ``labels``)."""
     total = 0.0
     for line in text.splitlines():
-        match = re.match(rf"^{re.escape(name)}(\{{[^}}]*\}})?\s+([0-9.eE+-]+)$", line)
+        # Label values may contain braces (route="/v1/models/{model_name}:predict"): match quoted strings whole.
+        match = re.match(rf'^{re.escape(name)}(\{{(?:[^"}}]|"(?:[^"\\]|\\.)*")*\}})?\s+([0-9.eE+-]+)$', line)
         if not match:
             continue
         sample_labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
