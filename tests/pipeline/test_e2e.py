@@ -16,77 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.serving import ZERO
 from tests.services import Env, Postgres, S3Server, free_port, make_env, write_config
 
 pytestmark = pytest.mark.slow
 
-# A held-out sklearn digit (index 0 of the test split) is a 0.
-ZERO = [
-    0,
-    0,
-    5,
-    13,
-    9,
-    1,
-    0,
-    0,
-    0,
-    0,
-    13,
-    15,
-    10,
-    15,
-    5,
-    0,
-    0,
-    3,
-    15,
-    2,
-    0,
-    11,
-    8,
-    0,
-    0,
-    4,
-    12,
-    0,
-    0,
-    8,
-    8,
-    0,
-    0,
-    5,
-    8,
-    0,
-    0,
-    9,
-    8,
-    0,
-    0,
-    4,
-    11,
-    0,
-    1,
-    12,
-    7,
-    0,
-    0,
-    2,
-    14,
-    5,
-    10,
-    12,
-    0,
-    0,
-    0,
-    0,
-    6,
-    13,
-    10,
-    0,
-    0,
-    0,
-]
+# ZERO: a held-out sklearn digit (index 0 of the test split), a 0 (shared with the serving benchmark).
 
 
 def run_pipeline(
