@@ -91,27 +91,34 @@ def register(app: FastAPI, model: LLMModel) -> None:
                 404, f"model {exc.args[0]!r} not found; this server serves {model.name!r}", "not_found_error"
             )
 
-    async def chat(body: dict[str, Any]) -> dict[str, Any]:
-        prompt = model.chat_prompt(body.get("messages"))  # type: ignore[arg-type]
+    async def answer(
+        body: dict[str, Any], prompt: str, object_kind: str, id_prefix: str, choice: Any
+    ) -> dict[str, Any]:
+        """Generate for ``prompt`` with the request's sampling and limits; wrap it as an OpenAI response."""
         temperature, top_p, stop = _sampling(body)
         gen: Generation = await run(
             lambda: model.generate(prompt, _max_tokens(body), temperature, top_p, stop)
         )
         return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
+            "id": f"{id_prefix}-{uuid.uuid4().hex}",
+            "object": object_kind,
             "created": int(time.time()),
             "model": model.name,
             "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": gen.text},
-                    "finish_reason": gen.finish_reason,
-                    "logprobs": None,
-                }
+                {"index": 0, **choice(gen.text), "finish_reason": gen.finish_reason, "logprobs": None}
             ],
             "usage": _usage(gen),
         }
+
+    async def chat(body: dict[str, Any]) -> dict[str, Any]:
+        prompt = model.chat_prompt(body.get("messages"))  # type: ignore[arg-type]
+        return await answer(
+            body,
+            prompt,
+            "chat.completion",
+            "chatcmpl",
+            lambda text: {"message": {"role": "assistant", "content": text}},
+        )
 
     async def completion(body: dict[str, Any]) -> dict[str, Any]:
         prompt = body.get("prompt")
@@ -119,18 +126,7 @@ def register(app: FastAPI, model: LLMModel) -> None:
             prompt = prompt[0]
         if not isinstance(prompt, str):
             raise InvalidInput("prompt must be a string")
-        temperature, top_p, stop = _sampling(body)
-        gen: Generation = await run(
-            lambda: model.generate(prompt, _max_tokens(body), temperature, top_p, stop)
-        )
-        return {
-            "id": f"cmpl-{uuid.uuid4().hex}",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": model.name,
-            "choices": [{"index": 0, "text": gen.text, "finish_reason": gen.finish_reason, "logprobs": None}],
-            "usage": _usage(gen),
-        }
+        return await answer(body, prompt, "text_completion", "cmpl", lambda text: {"text": text})
 
     async def chat_route(request: Request) -> JSONResponse:
         return await guarded(request, chat)
