@@ -31,6 +31,17 @@ def run_pipeline(
     return result, env.run_doc(env.latest_run())
 
 
+def listening_addresses(port: int) -> set[str]:
+    """IPv4 addresses with a socket listening on ``port``, read from /proc/net/tcp (no traffic sent)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:  # 0A = LISTEN
+            found.add(".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0)))
+    return found
+
+
 def mlflow_client(env: Env) -> Any:
     import yaml
     from mlflow.tracking import MlflowClient
@@ -47,6 +58,7 @@ def test_digits_cnn_trains_registers_syncs_serves_and_rolls_back(e2e: Env, s3_se
     stages = {name: record["outputs"] for name, record in doc["stages"].items()}
     assert stages["train"]["metrics"]["accuracy"] > 0.9
     endpoint = stages["deploy"]["endpoint"]
+    assert listening_addresses(int(endpoint.rsplit(":", 1)[1])) == {"127.0.0.1"}  # not 0.0.0.0
     v1 = httpx.post(f"{endpoint}/v1/models/digits:predict", json={"instances": [ZERO]}).json()
     assert v1 == {"predictions": [0]}
     v2 = httpx.post(
