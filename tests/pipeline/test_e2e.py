@@ -368,3 +368,15 @@ def test_stage_by_stage_with_stop_after_and_resume_latest(e2e: Env) -> None:
     assert doc["stages"]["sync"]["status"] == "pending"
     status = json.loads(e2e.cli("pipeline", "status", "latest", "--json").stdout)
     assert status["run_id"] == run_id
+
+
+def test_the_embedded_default_needs_no_separate_stack_up(tmp_path: Path) -> None:
+    """`ai-how pipeline run` on a config whose MLflow runs here starts it when it is down."""
+    env = make_env(tmp_path)
+    try:
+        _, doc = run_pipeline(env, "--workload", "digits-cnn", "--set", "epochs=10")
+        assert doc["status"] == "succeeded"
+        status = json.loads(env.cli("stack", "status", "-c", str(env.config), "--json").stdout)
+        assert {s["name"]: s["healthy"] for s in status}["mlflow"] is True
+    finally:
+        env.cli("stack", "down", "-c", str(env.config), check=False)

@@ -29,6 +29,7 @@ def run_pipeline(
     stop_after: str | None = None,
 ) -> tuple[PipelineRun, dict[str, Any]]:
     layout = Layout(store.root)
+    ensure_local_stack(loaded, layout)
     if stop_after is not None and stop_after not in [s.name for s in STAGES]:
         raise AiHowError(
             f"unknown stage {stop_after!r}", fix=f"use one of: {', '.join(s.name for s in STAGES)}"
@@ -41,6 +42,15 @@ def run_pipeline(
     return run, run.execute(
         STAGES, loaded.config, loaded.path, observer, resume=resume is not None, stop_after=stop_after
     )
+
+
+def ensure_local_stack(loaded: LoadedConfig, layout: Layout) -> None:
+    """The embedded default needs no separate step: start the local services (MLflow, and the S3
+    endpoint when configured) if the config runs them here and they are not up. An external
+    tracking URI is never started, only checked by the stages."""
+    from ai_how.stack import services
+
+    services.ensure_up(loaded.config, layout)
 
 
 def resolve_run(store: StateStore, run_id: str) -> str:

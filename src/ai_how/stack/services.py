@@ -171,6 +171,12 @@ def up(config: ClusterConfig, layout: Layout) -> list[ServiceStatus]:
     return result
 
 
+def ensure_up(config: ClusterConfig, layout: Layout) -> None:
+    """`up`, but only when a configured local service is not healthy (cheap when all are)."""
+    if not all(_status(s, layout).healthy for s in services(config, layout)):
+        up(config, layout)
+
+
 def down(config: ClusterConfig, layout: Layout) -> list[str]:
     """Stop the services and local model servers ai-how started (data on disk is kept); returns what stopped."""
     stopped = [f"model-server {p.stem}" for p in sorted(layout.serving.glob("*.pid")) if stop_daemon(p)]
