@@ -123,3 +123,16 @@ def test_unreadable_files(tmp_path: Path, content: str, fragment: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(UnreadableInputError, match="no such file"):
         load_config(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize("value", [True, 3232261130, 1.5])
+def test_addresses_must_be_text(
+    write_config: Callable[[dict[str, Any]], Path], example_data: dict[str, Any], value: Any
+) -> None:
+    example_data["clusters"]["hpc"]["controller"]["ip_address"] = value
+    example_data["clusters"]["hpc"]["network"]["subnet"] = value
+    with pytest.raises(ConfigInvalidError) as info:
+        load_config(write_config(example_data), env={})
+    paths = {f.where.split(" ")[0] for f in info.value.findings}
+    assert {"clusters.hpc.controller.ip_address", "clusters.hpc.network.subnet"} <= paths
+    assert all("quote the address" in f.fix for f in info.value.findings if "ip_address" in f.where)

@@ -153,6 +153,8 @@ def _fix_for(err: Any, path: YamlPath) -> tuple[str, str]:
         return f"invalid value {_shown(value)}", f"write {hint}"
     if kind == "literal_error":
         return f"invalid value {_shown(value)}", f"use one of: {ctx.get('expected', '')}"
+    if kind == "ip_text":
+        return msg, "quote the address, e.g. ip_address: 192.168.100.10"
     if kind.startswith("ip_v4_address"):
         return f"{_shown(value)} is not an IPv4 address", "write an address like 192.168.100.10"
     if kind.startswith("ip_v4_network"):

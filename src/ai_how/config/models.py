@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -54,6 +55,17 @@ DnsLabel = Annotated[
 EnvVarName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 BridgeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,15}$")]
 Duration = Annotated[str, StringConstraints(pattern=r"^\d+(ms|s|m|h|d|w|y)$")]
+
+
+def _address_as_text(value: Any) -> Any:
+    """IP fields take text (or an ipaddress object): Python's ipaddress would turn `true` or 3232261130 into one."""
+    if isinstance(value, bool | int | float):
+        raise PydanticCustomError("ip_text", "expected an address as text, got {value!r}", {"value": value})
+    return value
+
+
+IPv4Addr = Annotated[IPv4Address, BeforeValidator(_address_as_text)]
+IPv4Net = Annotated[IPv4Network, BeforeValidator(_address_as_text)]
 PositiveInt = Annotated[int, Field(gt=0)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -115,7 +127,7 @@ class VMSpec(Model):
     cpu_cores: PositiveInt
     memory_gb: PositiveInt
     disk_gb: PositiveInt
-    ip_address: IPv4Address = Field(validation_alias=AliasChoices("ip_address", "ip"))
+    ip_address: IPv4Addr = Field(validation_alias=AliasChoices("ip_address", "ip"))
     pcie_passthrough: PCIePassthrough = Field(default_factory=PCIePassthrough)
 
     @property
@@ -129,11 +141,11 @@ class VMSpec(Model):
 
 class DNSSpec(Model):
     enabled: bool = True
-    nameservers: list[IPv4Address] = Field(default_factory=list)
+    nameservers: list[IPv4Addr] = Field(default_factory=list)
 
 
 class NetworkSpec(Model):
-    subnet: IPv4Network
+    subnet: IPv4Net
     bridge: BridgeName
     dns: DNSSpec | None = None
 
@@ -281,8 +293,8 @@ class WorkerNodes(Model):
 class KubeNetworking(Model):
     cni: Literal["calico", "flannel", "cilium"] = "calico"
     cni_version: str | None = None
-    pod_cidr: IPv4Network = IPv4Network("10.244.0.0/16")
-    service_cidr: IPv4Network = IPv4Network("10.96.0.0/12")
+    pod_cidr: IPv4Net = IPv4Network("10.244.0.0/16")
+    service_cidr: IPv4Net = IPv4Network("10.96.0.0/12")
     dns_domain: str = "cluster.local"
 
 
@@ -290,7 +302,7 @@ class Ingress(Model):
     provider: Literal["nginx", "traefik"] = "nginx"
     enabled: bool = True
     replicas: PositiveInt = 1
-    load_balancer_ip: IPv4Address | None = None
+    load_balancer_ip: IPv4Addr | None = None
 
 
 class StorageClass(Model):
