@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from ai_how.errors import AiHowError
+from ai_how.layout import Layout
 
 if TYPE_CHECKING:
     from ai_how.config.models import ClusterConfig
@@ -56,7 +57,7 @@ def shared_root(config: ClusterConfig, state_dir: Path) -> str:
     hpc = config.clusters.hpc
     if hpc is not None and hpc.storage is not None:
         return hpc.storage.mount_point
-    return str(state_dir / "shared")
+    return str(Layout(state_dir).shared)
 
 
 def _local(config: ClusterConfig, state_dir: Path) -> Executor:
