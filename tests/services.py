@@ -181,6 +181,10 @@ class Env:
             )
         return result
 
+    def pipeline(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        """`ai-how pipeline run -c <this config> ARGS`."""
+        return self.cli("pipeline", "run", "-c", str(self.config), *args, **kwargs)
+
     @contextlib.contextmanager
     def stack(self) -> Iterator[Env]:
         """`ai-how stack up` for the duration of a block, `stack down` after it."""

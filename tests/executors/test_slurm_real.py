@@ -77,11 +77,7 @@ def test_pipeline_on_slurm_gres_job_lands_a_registered_model(
 ) -> None:
     env = make_env(tmp_path, s3=s3_server, slurm=True)
     with env.stack():
-        result = env.cli(
-            "pipeline",
-            "run",
-            "-c",
-            str(env.config),
+        result = env.pipeline(
             "--workload",
             "digits-cnn",
             "--gpus",
@@ -99,11 +95,7 @@ def test_pipeline_on_slurm_gres_job_lands_a_registered_model(
         assert "GPUs 0" in log  # SLURM gave the job the (fake) GPU: CUDA_VISIBLE_DEVICES=0
         assert doc["stages"]["register"]["outputs"]["version"] == 1
         # A job that fails: the pipeline stops at train, exit 1, with the cause from the job's stderr.
-        failed = env.cli(
-            "pipeline",
-            "run",
-            "-c",
-            str(env.config),
+        failed = env.pipeline(
             "--workload",
             "digits-cnn",
             "--model-name",
@@ -121,9 +113,7 @@ def test_pipeline_on_slurm_gres_job_lands_a_registered_model(
 def test_llm_sft_pipeline_trains_on_slurm(tmp_path: Path, slurm: None) -> None:
     env = make_env(tmp_path, slurm=True)
     with env.stack():
-        env.cli(
-            "pipeline", "run", "-c", str(env.config), "--workload", "llm-sft", "--model-name", "slurmchat"
-        )
+        env.pipeline("--workload", "llm-sft", "--model-name", "slurmchat")
         doc = env.run_doc(env.latest_run())
         assert doc["status"] == "succeeded"
         assert doc["stages"]["train"]["outputs"]["job_id"].isdigit()

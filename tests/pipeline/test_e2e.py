@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 def run_pipeline(
     env: Env, *args: str, **kwargs: Any
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    result = env.cli("pipeline", "run", "-c", str(env.config), *args, **kwargs)
+    result = env.pipeline(*args, **kwargs)
     return result, env.run_doc(env.latest_run())
 
 
@@ -177,11 +177,7 @@ def test_llm_sft_serves_openai_chat_and_oumi_remote_engine(e2e: Env) -> None:
 
 
 def test_killed_during_sync_resumes_without_resending(e2e: Env, s3_server: S3Server) -> None:
-    killed = e2e.cli(
-        "pipeline",
-        "run",
-        "-c",
-        str(e2e.config),
+    killed = e2e.pipeline(
         "--workload",
         "llm-sft",
         "--model-name",
@@ -265,16 +261,9 @@ def _fails_cleanly(result: subprocess.CompletedProcess[str], *fragments: str) ->
 
 
 def test_bad_inputs_end_with_the_cause_and_the_stage(e2e: Env, tmp_path: Path) -> None:
-    cfg = str(e2e.config)
+    _fails_cleanly(e2e.pipeline("--workload", "nope", check=False), "unknown workload 'nope'")
     _fails_cleanly(
-        e2e.cli("pipeline", "run", "-c", cfg, "--workload", "nope", check=False), "unknown workload 'nope'"
-    )
-    _fails_cleanly(
-        e2e.cli(
-            "pipeline",
-            "run",
-            "-c",
-            cfg,
+        e2e.pipeline(
             "--workload",
             "llm-sft",
             "--set",
@@ -296,11 +285,7 @@ def test_bad_inputs_end_with_the_cause_and_the_stage(e2e: Env, tmp_path: Path) -
         "cannot reach MLflow",
     )
     _fails_cleanly(
-        e2e.cli(
-            "pipeline",
-            "run",
-            "-c",
-            cfg,
+        e2e.pipeline(
             "--workload",
             "digits-cnn",
             "--model-name",
@@ -344,11 +329,7 @@ def test_pipeline_with_postgresql_backend(tmp_path: Path, postgres: Postgres, s3
 
 
 def test_stage_by_stage_with_stop_after_and_resume_latest(e2e: Env) -> None:
-    first = e2e.cli(
-        "pipeline",
-        "run",
-        "-c",
-        str(e2e.config),
+    first = e2e.pipeline(
         "--workload",
         "digits-cnn",
         "--model-name",
