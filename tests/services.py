@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -107,53 +108,97 @@ class Postgres:
     database: str
     user: str
     password: str
+    socket_dir: Path
+    bin_dir: Path
+
+    def psql(self, sql: str, database: str | None = None) -> str:
+        """Run ``sql`` as the superuser over the server's own unix socket; returns psql's -tA output."""
+        return subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(self.bin_dir / "psql"),
+                *("-h", str(self.socket_dir), "-p", str(self.port), "-d", database or "postgres"),
+                *("-v", "ON_ERROR_STOP=1", "-tAqc", sql),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
 
 
-def _pg_version() -> str | None:
+def _pg_bin() -> Path | None:
+    """The newest Debian PostgreSQL server binaries, when this machine has them and we are root."""
     root = Path("/usr/lib/postgresql")
-    if shutil.which("pg_ctlcluster") is None or not root.is_dir() or os.geteuid() != 0:
+    if not root.is_dir() or os.geteuid() != 0 or shutil.which("runuser") is None:
         return None
-    versions = sorted(p.name for p in root.iterdir() if (p / "bin" / "postgres").exists())
-    return versions[-1] if versions else None
+    found = [
+        p / "bin" for p in root.iterdir() if (p / "bin" / "initdb").exists() and (p / "bin" / "psql").exists()
+    ]
+    return max(found, key=lambda p: int(p.parent.name)) if found else None
 
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
-    """The machine's real PostgreSQL cluster (Debian), started if needed, with a fresh role and database."""
-    version = _pg_version()
-    if version is None:
+    """A PostgreSQL server of the tests' own (initdb in a temporary directory, a free port, password
+    authentication over TCP), never the machine's cluster; it is stopped and deleted afterwards."""
+    bin_dir = _pg_bin()
+    if bin_dir is None:
         pytest.skip(
             "PostgreSQL server (Debian postgresql, run as root) is not available: run `make setup` as root"
         )
-    clusters = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, check=True).stdout
-    if not any(line.split()[:2] == [version, "main"] for line in clusters.splitlines()):
-        subprocess.run(["pg_createcluster", version, "main"], check=True, capture_output=True)
-    started = subprocess.run(
-        ["pg_ctlcluster", version, "main", "start"], capture_output=True, text=True, check=False
-    )
-    we_started = started.returncode == 0
-    deadline = time.monotonic() + 30
-    while subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1"], check=False).returncode != 0:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"PostgreSQL did not start: {started.stderr}")
-        time.sleep(0.2)
-    name = f"aihow_{secrets.token_hex(4)}"
-    password = secrets.token_urlsafe(16)
+    root = Path(tempfile.mkdtemp(prefix="ai-how-pg-"))
+    shutil.chown(root, "postgres", "postgres")
+    data, port = root / "data", free_port()
 
-    def psql(sql: str) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", "psql", "-v", "ON_ERROR_STOP=1", "-qc", sql],
-            check=True,
-            capture_output=True,
+    def as_postgres(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True, text=True, cwd=root
         )
 
-    psql(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
-    psql(f"CREATE DATABASE {name} OWNER {name}")
-    yield Postgres("127.0.0.1", 5432, name, name, password)
-    psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    psql(f"DROP ROLE IF EXISTS {name}")
-    if we_started:
-        subprocess.run(["pg_ctlcluster", version, "main", "stop"], check=False, capture_output=True)
+    try:
+        as_postgres(
+            str(bin_dir / "initdb"),
+            *("-D", str(data), "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256"),
+        )
+        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
+        as_postgres(
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(root / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "start",
+        )
+        name, password = f"aihow_{secrets.token_hex(4)}", secrets.token_urlsafe(16)
+        server = Postgres("127.0.0.1", port, name, name, password, root, bin_dir)
+        server.psql(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+        server.psql(f"CREATE DATABASE {name} OWNER {name}")
+        yield server
+    finally:
+        subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass

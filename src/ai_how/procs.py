@@ -1,9 +1,19 @@
-"""The one way ai-how runs subprocesses: foreground with a log file, or as a daemon with a pid file."""
+"""The one way ai-how runs subprocesses: foreground with a log file, or as a daemon with a pid file.
+
+A daemon's pid file is JSON: the pid plus what identifies that very process (its start time in clock
+ticks from /proc/<pid>/stat, the boot id and a sha256 of its /proc command line). A pid whose process
+no longer matches (it exited and the number was reused) is stale: never signalled, its file removed.
+Pid files of older versions (a bare number) cannot be verified and are treated the same way: ai-how
+never signals a process it cannot prove it started; such a server has to be stopped by hand.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+import shlex
 import signal
 import subprocess
 import threading
@@ -17,6 +27,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ai_how.errors import AiHowError
+from ai_how.fsutil import atomic_write_text
+from ai_how.redact import redact
 
 
 def log_tail(path: Path, lines: int = 20) -> str:
@@ -37,8 +49,8 @@ def _spawn(
     cwd: Path | None,
     stdin: Any = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` in its own session with its command line written to ``log``; stderr joins stdout."""
-    log.write(f"$ {' '.join(cmd)}\n".encode())
+    """Start ``cmd`` in its own session with its command line (secrets masked) written to ``log``."""
+    log.write(f"$ {redact(shlex.join(cmd), env)}\n".encode())
     log.flush()
     try:
         return subprocess.Popen(
@@ -122,25 +134,96 @@ def run_logged(
 # --------------------------------------------------------------------------- daemons
 
 
-def read_pid(pidfile: Path) -> int | None:
-    """The pid in ``pidfile`` if that process is alive, else None (a stale file is removed)."""
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """What tells one process apart from a later one that got the same pid."""
+
+    pid: int
+    starttime: int  # /proc/<pid>/stat field 22: clock ticks after boot
+    boot_id: str
+    cmdline_sha256: str
+
+
+def _boot_id() -> str:
     try:
-        pid = int(pidfile.read_text().strip())
-    except (FileNotFoundError, ValueError):
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, starttime) of a live pid from /proc/<pid>/stat, None when there is no such process."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    rest = raw[raw.rindex(")") + 2 :].split()  # the name in parentheses may hold spaces
+    return rest[0], int(rest[19])  # fields 3 (state) and 22 (starttime)
+
+
+def process_identity(pid: int) -> ProcessIdentity | None:
+    """The identity of a running process (None when it does not exist or is a zombie)."""
+    stat = _stat(pid)
+    if stat is None or stat[0] in ("Z", "X"):
+        if stat is not None:  # a zombie child of this process: reap it
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
         return None
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        pidfile.unlink(missing_ok=True)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    except PermissionError:
-        return pid
-    # A zombie child of ours counts as dead.
-    with contextlib.suppress(ChildProcessError):
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+    return ProcessIdentity(pid, stat[1], _boot_id(), hashlib.sha256(cmdline).hexdigest())
+
+
+def _write_pidfile(pidfile: Path, pid: int, cmd: Sequence[str], env: Mapping[str, str] | None) -> None:
+    identity = process_identity(pid) or ProcessIdentity(pid, -1, _boot_id(), "")  # -1: it already exited
+    record = {
+        "pid": pid,
+        "starttime": identity.starttime,
+        "boot_id": identity.boot_id,
+        "cmdline_sha256": identity.cmdline_sha256,
+        "command": redact(shlex.join(cmd), env),  # for people; verification uses the sha256
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_text(pidfile, json.dumps(record, indent=2) + "\n")
+
+
+def _recorded(text: str) -> ProcessIdentity | None:
+    """The identity a pid file records; None for a bare number (unverifiable) or anything unreadable."""
+    try:
+        data = json.loads(text)
+        return ProcessIdentity(
+            int(data["pid"]), int(data["starttime"]), str(data["boot_id"]), str(data["cmdline_sha256"])
+        )
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def _remove_if_unchanged(pidfile: Path, text: str) -> None:
+    """Remove a stale pid file unless another process has just replaced it."""
+    with contextlib.suppress(FileNotFoundError):
+        if pidfile.read_text() == text:
             pidfile.unlink(missing_ok=True)
-            return None
-    return pid
+
+
+def verified_pid(pidfile: Path) -> ProcessIdentity | None:
+    """The process ``pidfile`` names if it is still the one ai-how started; a stale file is removed."""
+    try:
+        text = pidfile.read_text()
+    except FileNotFoundError:
+        return None
+    recorded = _recorded(text)
+    if recorded is None or process_identity(recorded.pid) != recorded:
+        _remove_if_unchanged(pidfile, text)
+        return None
+    return recorded
+
+
+def read_pid(pidfile: Path) -> int | None:
+    """The pid in ``pidfile`` if that process is alive and is the one ai-how started, else None."""
+    identity = verified_pid(pidfile)
+    return identity.pid if identity is not None else None
 
 
 def start_daemon(
@@ -151,30 +234,62 @@ def start_daemon(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> int:
-    """Start ``cmd`` in its own session (it outlives this process); record its pid."""
+    """Start ``cmd`` in its own session (it outlives this process); record its pid and identity."""
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = _spawn(cmd, log, stdout=log, stdin=subprocess.DEVNULL, env=env, cwd=cwd)
-    pidfile.write_text(f"{proc.pid}\n")
+    _write_pidfile(pidfile, proc.pid, cmd, env)
     return proc.pid
 
 
-def stop_daemon(pidfile: Path, grace_s: float = 15.0) -> bool:
-    """SIGTERM the daemon's process group, SIGKILL after ``grace_s``. True if something was stopped."""
-    pid = read_pid(pidfile)
-    if pid is None:
-        return False
+def _signal(identity: ProcessIdentity, sig: signal.Signals) -> None:
+    """Send ``sig`` to the process's group when it leads one (start_daemon's), else to the process."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and read_pid(pidfile) is not None:
+        if os.getpgid(identity.pid) == identity.pid:
+            os.killpg(identity.pid, sig)
+        else:
+            os.kill(identity.pid, sig)
+
+
+def signal_daemon(pidfile: Path, sig: signal.Signals) -> bool:
+    """Send ``sig`` to the daemon's own process (not its group) if it is verified as ai-how's; True if sent."""
+    identity = verified_pid(pidfile)
+    if identity is None:
+        return False
+    try:
+        os.kill(identity.pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_gone(identity: ProcessIdentity, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while process_identity(identity.pid) == identity:
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.1)
-    if read_pid(pidfile) is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-        time.sleep(0.2)
-    pidfile.unlink(missing_ok=True)
+    return True
+
+
+def stop_daemon(pidfile: Path, grace_s: float = 15.0) -> bool:
+    """SIGTERM the verified daemon's process group, SIGKILL after ``grace_s``. True if something was stopped.
+
+    A pid file whose process is not the one ai-how started (recycled pid, old format) is removed unsignalled.
+    """
+    try:
+        text = pidfile.read_text()
+    except FileNotFoundError:
+        return False
+    identity = verified_pid(pidfile)
+    if identity is None:
+        return False
+    _signal(identity, signal.SIGTERM)
+    if not _wait_gone(identity, grace_s) and process_identity(identity.pid) == identity:
+        _signal(identity, signal.SIGKILL)
+        _wait_gone(identity, 5.0)
+    _remove_if_unchanged(pidfile, text)
     return True
 
 

@@ -1,4 +1,8 @@
-"""Property test: mutated configs never crash the CLI; the exit code is always 0, 1 or 2."""
+"""Property test: mutated configs never crash the CLI; the exit code is always 0, 1 or 2.
+
+Derandomised with a fixed example budget and no example database: every run checks the same inputs,
+so a failure reproduces and a pass means the same thing each time.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from click.testing import Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -16,6 +22,8 @@ from typer.testing import CliRunner
 from ai_how.cli.main import app
 from tests.conftest import EXAMPLE, LOCAL
 
+# How the CLI reports an exception nobody anticipated (ai_how.cli.main.AiHowGroup): a bug, never valid output.
+INTERNAL_ERROR = "internal error:"
 BASES = [yaml.safe_load(EXAMPLE.read_text()), yaml.safe_load(LOCAL.read_text())]
 runner = CliRunner()
 
@@ -106,7 +114,11 @@ def mutated_config(draw: st.DrawFn) -> Any:
 
 
 @settings(
-    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    max_examples=300,  # ~45 s here; the same 300 configs every run
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(data=mutated_config(), as_json=st.booleans(), force=st.booleans())
 def test_mutated_configs_never_crash(data: Any, as_json: bool, force: bool) -> None:
@@ -115,17 +127,38 @@ def test_mutated_configs_never_crash(data: Any, as_json: bool, force: bool) -> N
         path.write_text(yaml.safe_dump(data, allow_unicode=True))
         args = ["validate", str(path)] + (["--json"] if as_json else []) + (["--force"] if force else [])
         result = runner.invoke(app, args)
+    assert_handled(result)
+
+
+def assert_handled(result: Result) -> None:
+    """The CLI ended on purpose: a known exit code, and no unexpected exception behind a one-line message."""
     assert result.exit_code in (0, 1, 2), result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in result.output
+    assert INTERNAL_ERROR not in result.output, result.output
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, derandomize=True, database=None, deadline=None)
 @given(text=st.text(max_size=200))
 def test_arbitrary_text_never_crashes(text: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cluster.yaml"
         path.write_text(text)
         result = runner.invoke(app, ["validate", str(path)])
-    assert result.exit_code in (0, 1, 2), result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert_handled(result)
+
+
+def test_an_unexpected_exception_would_be_seen(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The check above can fail: an exception the CLI did not anticipate prints the marker it looks for."""
+    from ai_how.cli import config_cmds
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(config_cmds, "check_file", broken)
+    path = tmp_path / "cluster.yaml"
+    path.write_text(LOCAL.read_text())
+    result = runner.invoke(app, ["validate", str(path)])
+    assert INTERNAL_ERROR in result.output
+    with pytest.raises(AssertionError):
+        assert_handled(result)

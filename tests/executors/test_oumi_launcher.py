@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -76,27 +75,29 @@ def test_oumi_launch_runs_on_the_ai_how_cluster(tmp_path: Path, slurm: None) -> 
         check=True,
     )
     job_id = detached.stdout.split("Job ")[1].split()[0]
-    deadline = time.monotonic() + 60
-    while (
-        "RUNNING"
-        not in subprocess.run(
-            ["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, check=False
-        ).stdout
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.5)
-    subprocess.run(
-        [OUMI, "launch", "cancel", "--cloud", "ai-how", "--cluster", "workstation", "--id", job_id],
-        capture_output=True,
-        text=True,
-        env=run_env,
-        check=True,
-    )
-    state = subprocess.run(
-        ["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, check=True
-    )
-    assert "JobState=CANCELLED" in state.stdout
-    os.system("scancel --user=root >/dev/null 2>&1")
+    try:
+        deadline = time.monotonic() + 60
+        while (
+            "RUNNING"
+            not in subprocess.run(
+                ["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, check=False
+            ).stdout
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.5)
+        subprocess.run(
+            [OUMI, "launch", "cancel", "--cloud", "ai-how", "--cluster", "workstation", "--id", job_id],
+            capture_output=True,
+            text=True,
+            env=run_env,
+            check=True,
+        )
+        state = subprocess.run(
+            ["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, check=True
+        )
+        assert "JobState=CANCELLED" in state.stdout
+    finally:  # cancel only the job this test submitted, whatever happened
+        subprocess.run(["scancel", job_id], capture_output=True, check=False)
 
 
 def test_oumi_config_needs_a_slurm_scheduler(tmp_path: Path) -> None:

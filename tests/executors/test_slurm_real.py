@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -122,6 +121,8 @@ def test_llm_sft_pipeline_trains_on_slurm(tmp_path: Path, slurm: None) -> None:
 
 def test_interrupting_the_pipeline_cancels_the_job(tmp_path: Path, slurm: None) -> None:
     env = make_env(tmp_path, slurm=True)
+    job_id = None
+    proc: subprocess.Popen[str] | None = None
     try:
         with env.stack():
             proc = subprocess.Popen(
@@ -161,8 +162,12 @@ def test_interrupting_the_pipeline_cancels_the_job(tmp_path: Path, slurm: None) 
             assert "Traceback" not in output
             doc = env.run_doc(env.latest_run())
             assert doc["stages"]["train"]["status"] == "interrupted"
-    finally:  # leave the cluster idle for the next test, whatever happened
-        os.system("scancel --user=root >/dev/null 2>&1")
+    finally:  # leave the cluster idle for the next test, whatever happened: cancel only our own job
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if job_id is not None:
+            subprocess.run(["scancel", job_id], capture_output=True, check=False)
 
 
 def test_ssh_transport_to_a_login_node(tmp_path: Path, slurm: None, ssh_server: SSHServer) -> None:

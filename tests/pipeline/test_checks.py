@@ -1,6 +1,9 @@
-"""Reading Prometheus text exposition: what verify uses to prove that the counters moved."""
+"""Verify's building blocks: Prometheus text parsing, and checks that hold under ``python -O``."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 from ai_how.pipeline.checks import metric_total
 
@@ -22,3 +25,14 @@ def test_sums_matching_samples_even_with_braces_in_label_values() -> None:
     assert metric_total(TEXT, "request_predict_seconds_count", {"model_name": "digits"}) == 5.0
     assert metric_total(TEXT, "request_predict_seconds_count") == 16.0
     assert metric_total(TEXT, "missing_metric") == 0.0
+
+
+def test_a_failing_check_fails_under_python_O() -> None:
+    """``python -O`` strips ``assert``: verify's checks must not depend on it."""
+    code = (
+        "from ai_how.pipeline.checks import _check, expect\n"
+        "check = _check('accuracy', lambda: (expect(0.5 >= 0.9, 'accuracy 0.5 < 0.90'), 'ok')[1])\n"
+        "print(check.ok, check.detail)\n"
+    )
+    out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False accuracy 0.5 < 0.90"

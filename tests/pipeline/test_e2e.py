@@ -53,11 +53,12 @@ def mlflow_client(env: Env) -> Any:
 def test_digits_cnn_trains_registers_syncs_serves_and_rolls_back(e2e: Env, s3_server: S3Server) -> None:
     result, doc = run_pipeline(e2e, "--workload", "digits-cnn", "--model-name", "digits")
     assert doc["status"] == "succeeded"
-    for stage in ("train", "register", "sync", "deploy", "verify"):
+    for stage in ("train", "register", "sync", "deploy", "verify", "promote"):
         assert f"✓ {stage}" in result.stdout
     stages = {name: record["outputs"] for name, record in doc["stages"].items()}
     assert stages["train"]["metrics"]["accuracy"] > 0.9
-    endpoint = stages["deploy"]["endpoint"]
+    endpoint = stages["promote"]["endpoint"]
+    assert endpoint != stages["deploy"]["endpoint"]  # verified as a candidate on its own port, then promoted
     assert listening_addresses(int(endpoint.rsplit(":", 1)[1])) == {"127.0.0.1"}  # not 0.0.0.0
     v1 = httpx.post(f"{endpoint}/v1/models/digits:predict", json={"instances": [ZERO]}).json()
     assert v1 == {"predictions": [0]}
@@ -67,6 +68,7 @@ def test_digits_cnn_trains_registers_syncs_serves_and_rolls_back(e2e: Env, s3_se
     ).json()
     assert v2["outputs"][0]["data"] == [0]
     assert all(check["ok"] for check in stages["verify"]["checks"])
+    assert "served version" in {check["name"] for check in stages["verify"]["checks"]}
 
     # Load: 300 requests from 8 threads, all answered correctly, every one counted by the server's metrics.
     from bench.serving import run as load
@@ -101,17 +103,17 @@ def test_digits_cnn_trains_registers_syncs_serves_and_rolls_back(e2e: Env, s3_se
 
     # A second version takes @production; rollback moves it back to v1 and v1 serves again.
     _, doc2 = run_pipeline(e2e, "--workload", "digits-cnn", "--model-name", "digits", "--set", "epochs=6")
-    assert doc2["stages"]["register"]["outputs"] == doc2["stages"]["register"]["outputs"] | {
-        "version": 2,
-        "previous_production": 1,
-    }
+    assert doc2["stages"]["register"]["outputs"]["version"] == 2
+    assert doc2["stages"]["promote"]["outputs"]["previous_production"] == 1
+    assert httpx.get(f"{endpoint}/v2/models/digits").json()["versions"] == ["2"]
     rolled = json.loads(
         e2e.cli("pipeline", "rollback", "-c", str(e2e.config), "--model-name", "digits", "--json").stdout
     )
     assert (rolled["from"], rolled["to"]) == (2, 1)
     assert client.get_model_version_by_alias("digits", "production").version == "1"
     assert sorted(int(v.version) for v in client.search_model_versions("name='digits'")) == [1, 2]
-    assert httpx.get(f"{endpoint}/v2/models/digits/ready").status_code == 200
+    served = httpx.get(f"{endpoint}/v2/models/digits/ready")
+    assert served.status_code == 200 and served.headers["x-ai-how-model-version"] == "1"
     verified = e2e.cli("pipeline", "verify", "-c", str(e2e.config), "--model-name", "digits")
     assert "v1: all checks passed" in verified.stdout
 
@@ -213,9 +215,7 @@ def test_killed_during_sync_resumes_without_resending(e2e: Env, s3_server: S3Ser
         )
     assert [v.version for v in mlflow_client(e2e).search_model_versions("name='crashy'")] == ["1"]
 
-
-def test_corrupted_object_is_caught_by_verify_and_by_the_server(e2e: Env, s3_server: S3Server) -> None:
-    s3 = s3_server.client()
+    # Later bit rot in the store is caught by `pipeline verify` and by a server that loads the version.
     key = "crashy/v1/model.safetensors"
     head = s3.head_object(Bucket="models", Key=key)
     data = bytearray(s3.get_object(Bucket="models", Key=key)["Body"].read())
@@ -250,6 +250,34 @@ def test_corrupted_object_is_caught_by_verify_and_by_the_server(e2e: Env, s3_ser
     )
     assert server.returncode == 3
     assert "model.safetensors" in server.stderr and "is corrupt" in server.stderr
+
+
+def test_a_failed_verify_leaves_production_on_the_old_version(e2e: Env, s3_server: S3Server) -> None:
+    _, first = run_pipeline(e2e, "--workload", "digits-cnn", "--model-name", "guarded")
+    assert first["status"] == "succeeded"
+    production = first["stages"]["promote"]["outputs"]["endpoint"]
+    e2e.pipeline("--workload", "digits-cnn", "--model-name", "guarded", "--stop-after", "deploy")
+    run_id = e2e.latest_run()
+    candidate = e2e.run_doc(run_id)["stages"]["deploy"]["outputs"]["endpoint"]
+    assert httpx.get(f"{candidate}/v2/models/guarded").headers["x-ai-how-model-version"] == "2"
+    assert httpx.get(f"{production}/v2/models/guarded").headers["x-ai-how-model-version"] == "1"
+
+    # Bit rot in v2's weights after the candidate loaded them: verify's full read-back must refuse v2.
+    s3 = s3_server.client()
+    key = "guarded/v2/model.pt"
+    head = s3.head_object(Bucket="models", Key=key)
+    data = bytearray(s3.get_object(Bucket="models", Key=key)["Body"].read())
+    data[len(data) // 2] ^= 0xFF
+    s3.put_object(Bucket="models", Key=key, Body=bytes(data), Metadata=head["Metadata"])
+    resumed = e2e.cli("pipeline", "run", "--resume", run_id, check=False)
+    _fails_cleanly(resumed, "stage verify failed", "model.pt: sha256", "@production stays on v1")
+    doc = e2e.run_doc(run_id)
+    assert doc["stages"]["verify"]["status"] == "failed" and doc["stages"]["promote"]["status"] == "pending"
+    client = mlflow_client(e2e)
+    assert client.get_model_version_by_alias("guarded", "production").version == "1"
+    assert client.get_model_version_by_alias("guarded", "candidate").version == "2"
+    answer = httpx.post(f"{production}/v1/models/guarded:predict", json={"instances": [ZERO]})
+    assert answer.json() == {"predictions": [0]} and answer.headers["x-ai-how-model-version"] == "1"
 
 
 def _fails_cleanly(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -309,22 +337,9 @@ def test_pipeline_with_postgresql_backend(tmp_path: Path, postgres: Postgres, s3
             env, "--workload", "digits-cnn", "--model-name", "pgdigits", "--set", "epochs=8"
         )
         assert doc["status"] == "succeeded"
-        rows = subprocess.run(
-            [
-                "runuser",
-                "-u",
-                "postgres",
-                "--",
-                "psql",
-                "-d",
-                postgres.database,
-                "-tAc",
-                "SELECT name, alias, version FROM registered_model_aliases",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
+        rows = postgres.psql(
+            "SELECT name, alias, version FROM registered_model_aliases", database=postgres.database
+        ).split()
         assert "pgdigits|production|1" in rows
 
 

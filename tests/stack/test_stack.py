@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,74 @@ def test_postgres_password_variable_must_be_set(tmp_path: Path) -> None:
     result = env.cli("stack", "up", "-c", str(env.config), check=False)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "NOT_SET_PG_PASSWORD is not set" in result.stderr and "Traceback" not in result.stderr
+
+
+def _lock_waiters(lock: Path) -> int:
+    """How many processes are blocked in flock() on ``lock`` (from /proc/locks)."""
+    inode = str(lock.stat().st_ino)
+    return sum(
+        1
+        for line in Path("/proc/locks").read_text().splitlines()
+        if "->" in line and line.split()[-3].rsplit(":", 1)[-1] == inode
+    )
+
+
+def _mlflow_servers(port: int) -> list[int]:
+    """Pids of `python -m mlflow server ... --port PORT` processes (the top-level process of each server)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"mlflow" in argv and b"server" in argv and str(port).encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def test_two_concurrent_stack_ups_start_one_mlflow(tmp_path: Path) -> None:
+    """Both `stack up`s reach the stack lock while the test holds it; released, one starts MLflow and
+    the other finds it running."""
+    import subprocess
+
+    import yaml
+
+    from ai_how.state.store import StateStore
+    from tests.services import AI_HOW
+
+    env = make_env(tmp_path)
+    cfg = str(env.config)
+    port = yaml.safe_load(env.config.read_text())["mlops"]["mlflow"]["port"]
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        with StateStore(env.state_dir).lock("stack"):
+            lock = env.state_dir / "locks" / "stack.lock"
+            procs = [
+                subprocess.Popen(
+                    [AI_HOW, "stack", "up", "-c", cfg, "--json"],
+                    env=env.env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(2)
+            ]
+            deadline = time.monotonic() + 120
+            while _lock_waiters(lock) < 2 and all(p.poll() is None for p in procs):
+                assert time.monotonic() < deadline, "`stack up` never waited for the stack lock"
+                time.sleep(0.1)
+            assert all(p.poll() is None for p in procs), "`stack up` ran without taking the stack lock"
+        outputs = [p.communicate(timeout=300) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outputs
+        pids = {json.loads(out)[0]["pid"] for out, _ in outputs}
+        assert len(pids) == 1
+        assert _mlflow_servers(port) == list(pids)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        env.cli("stack", "down", "-c", cfg, check=False)
+    assert _mlflow_servers(port) == []

@@ -21,7 +21,11 @@ def evaluate(
         bool, typer.Option("--remote", help="Generate through the deployed endpoint (Oumi REMOTE engine).")
     ] = False,
     dataset: Annotated[
-        Path | None, typer.Option(help="Held-out chat JSONL (default: the training run's eval split).")
+        Path | None,
+        typer.Option(
+            help="Held-out chat JSONL (default: the eval split the training run recorded; "
+            "evaluate refuses to run when that file is gone)."
+        ),
     ] = None,
     max_examples: Annotated[
         int, typer.Option(min=1, help="Held-out conversations scored for perplexity.")
@@ -33,7 +37,9 @@ def evaluate(
     from ai_how.errors import AiHowError
     from ai_how.evaluation.run import run_evaluation
     from ai_how.layout import Layout
+    from ai_how.pipeline.inputs import check_model_name
 
+    check_model_name(model_name)  # before any path is built from it
     loaded = load_valid_config(ctx, config)
     endpoint = None
     if remote:

@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 from ai_how import __version__
 from ai_how.cli import render
 from ai_how.errors import AiHowError, ExitCode
+from ai_how.extras import missing_extra
 from ai_how.state.store import StateStore, default_state_dir
 
 
@@ -55,10 +56,14 @@ class AiHowGroup(TyperGroup):
         except Exception as exc:  # an unexpected failure still ends in one line, not a traceback
             if ctx.obj is not None and getattr(ctx.obj, "debug", False):
                 raise
-            render.error_line(
-                f"internal error: {type(exc).__name__}: {exc}",
-                "re-run with --debug for the traceback and report it",
-            )
+            missing = missing_extra(exc) if isinstance(exc, ModuleNotFoundError) else None
+            if missing is not None:  # an optional dependency is not installed: name the extra
+                render.error_line(missing.message, missing.fix)
+            else:
+                render.error_line(
+                    f"internal error: {type(exc).__name__}: {exc}",
+                    "re-run with --debug for the traceback and report it",
+                )
             raise click.exceptions.Exit(int(ExitCode.FAILED)) from None
 
 

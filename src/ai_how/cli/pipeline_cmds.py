@@ -1,4 +1,4 @@
-"""``ai-how pipeline run|status|verify|rollback``: the main job, train → register → sync → deploy → verify."""
+"""``ai-how pipeline run|status|verify|rollback``: the main job, train → register → sync → deploy → verify → promote."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from ai_how.cli import render
 from ai_how.cli.common import ConfigOpt, JsonOpt, load_valid_config
 from ai_how.errors import AiHowError
 from ai_how.layout import Layout
-from ai_how.pipeline import operations
+from ai_how.pipeline import inputs, operations
 from ai_how.pipeline.runner import PipelineRun, RunOptions, Stage, StageFailedError
 from ai_how.pipeline.stages import STAGES
 
 pipeline_app = typer.Typer(
-    help="The main job: train → register → sync → deploy → verify.", no_args_is_help=True
+    help="The main job: train → register → sync → deploy → verify → promote.", no_args_is_help=True
 )
 
 ModelNameOpt = Annotated[
@@ -40,6 +40,8 @@ def stage_detail(name: str, outputs: dict[str, Any]) -> str:
         )
         return f"job {outputs.get('job_id')}; {shown}; MLflow run {outputs.get('mlflow_run_id', '')[:8]}"
     if name == "register":
+        return f"{outputs.get('model_name')} v{outputs.get('version')} @candidate"
+    if name == "promote":
         return f"{outputs.get('model_name')} v{outputs.get('version')} @production (was {outputs.get('previous_production')})"
     if name == "sync":
         return f"{len(outputs.get('uploaded', []))} uploaded, {len(outputs.get('skipped', []))} unchanged → {outputs.get('uri')}"
@@ -115,14 +117,13 @@ def report_table(doc: dict[str, Any]) -> Table:
     return table
 
 
-def _workload_args(model: str | None, settings: list[str]) -> list[str]:
-    args = ["--model", model] if model else []
-    for item in settings:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise AiHowError(f"--set {item!r} is not KEY=VALUE", fix="write e.g. --set epochs=3")
-        args += [f"--{key.replace('_', '-')}", value]
-    return args
+def _new_run_options(
+    workload: str, model_name: str | None, model: str | None, settings: list[str], resources: dict[str, int]
+) -> RunOptions:
+    """A new run's options, every one checked (workload, model name, ``--set``) before anything starts."""
+    inputs.check_workload(workload)
+    name = inputs.check_model_name(model_name or workload)
+    return RunOptions(workload, name, inputs.workload_argv(workload, settings, model), resources)
 
 
 @pipeline_app.command("run")
@@ -138,13 +139,18 @@ def run(
     ] = None,
     model_name: ModelNameOpt = None,
     gpus: Annotated[
-        int, typer.Option("--gpus", min=0, help="GPUs per node for the training job (SLURM GRES).")
-    ] = 0,
+        int | None,
+        typer.Option("--gpus", min=0, help="GPUs per node for the training job (SLURM GRES). [default: 0]"),
+    ] = None,
     procs: Annotated[
-        int,
-        typer.Option("--procs-per-node", min=1, help="Data-parallel processes per node when --gpus is 0."),
-    ] = 1,
-    nodes: Annotated[int, typer.Option("--nodes", min=1, help="Nodes for the training job (SLURM).")] = 1,
+        int | None,
+        typer.Option(
+            "--procs-per-node", min=1, help="Data-parallel processes per node when --gpus is 0. [default: 1]"
+        ),
+    ] = None,
+    nodes: Annotated[
+        int | None, typer.Option("--nodes", min=1, help="Nodes for the training job (SLURM). [default: 1]")
+    ] = None,
     settings: Annotated[
         list[str] | None, typer.Option("--set", help="Workload option KEY=VALUE (e.g. epochs=3); repeatable.")
     ] = None,
@@ -163,34 +169,48 @@ def run(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the pipeline: train → register → sync → deploy → verify, with a status line per stage.
+    """Run the pipeline: train → register → sync → deploy → verify → promote, with a status line per stage.
 
     Each stage logs to <state>/runs/<run>/logs/<stage>.log; the final report is printed
     and written to <state>/runs/<run>/report.json. A failed run is resumed with --resume RUN.
     """
     store = ctx.obj.store
+    if stop_after is not None:
+        inputs.check_stage(stop_after, [s.name for s in STAGES])
     if resume is None:
         if config is None or workload is None:
             raise AiHowError(
                 "pass --config and --workload (or --resume RUN)",
                 fix="e.g. ai-how pipeline run -c config/local.yaml --workload digits-cnn",
             )
-        resources = {"gpus": gpus, "processes": procs, "nodes": nodes}
-        options = RunOptions(
-            workload, model_name or workload, _workload_args(model, settings or []), resources
-        )
+        resources = {"gpus": gpus or 0, "processes": procs or 1, "nodes": nodes or 1}
+        options = _new_run_options(workload, model_name, model, settings or [], resources)
     else:
         resume = operations.resolve_run(store, resume)
+        doc = PipelineRun.load(store, Layout(store.root), resume).read()
+        if model_name is not None:
+            inputs.check_model_name(model_name)
+        inputs.check_resume(
+            doc,
+            inputs.ResumeRequest(
+                workload,
+                model_name,
+                model,
+                settings or [],
+                {"gpus": gpus, "processes": procs, "nodes": nodes},
+            ),
+        )
         options = RunOptions("", "")
         if config is None:
-            doc = PipelineRun.load(store, Layout(store.root), resume).read()
             config = operations.config_path_of(doc)
     loaded = load_valid_config(ctx, config)
     console = render.err_console if as_json else render.console
     observer = ConsoleObserver(console, verbose)
     failure: StageFailedError | None = None
     try:
-        _, doc = operations.run_pipeline(loaded, store, options, observer, resume, stop_after)
+        _, doc = operations.run_pipeline(
+            loaded, store, options, observer, resume, stop_after, debug=ctx.obj.debug
+        )
     except StageFailedError as exc:
         failure = exc
         doc = store.read(f"runs/{exc.run_id}")
@@ -259,6 +279,7 @@ def verify(
     as_json: JsonOpt = False,
 ) -> None:
     """Check the @production version end to end: registry, object store sha256, protocols, metrics. Exit 1 on failure."""
+    inputs.check_model_name(model_name)
     loaded = load_valid_config(ctx, config)
     with render.progress(as_json, "verifying"):
         model, checks = operations.verify_production(loaded, ctx.obj.store, model_name)
@@ -287,6 +308,7 @@ def rollback(
     as_json: JsonOpt = False,
 ) -> None:
     """Move @production back to the previous version and redeploy it (the alias moves only once it serves)."""
+    inputs.check_model_name(model_name)
     loaded = load_valid_config(ctx, config)
     with render.progress(as_json, "rolling back"):
         result = operations.rollback(loaded, ctx.obj.store, model_name, to)

@@ -41,13 +41,27 @@ class DeployError(AiHowError):
 
 
 class Deployer(Protocol):
+    """Serves model versions: a new one first as a candidate beside production, then promoted."""
+
     name: str
 
-    def deploy(self, request: DeployRequest) -> Deployment: ...
+    def deploy(self, request: DeployRequest) -> Deployment:
+        """Bring the version up as a candidate; whatever serves production keeps serving it."""
+        ...
+
+    def promote(self, model_name: str, version: int) -> Deployment:
+        """Make the (verified) candidate the production server; the previous one goes only then."""
+        ...
+
+    def discard(self, model_name: str, version: int) -> bool:
+        """Remove a candidate that will not be promoted."""
+        ...
 
     def undeploy(self, model_name: str) -> bool: ...
 
-    def endpoint(self, model_name: str) -> str | None: ...
+    def endpoint(self, model_name: str) -> str | None:
+        """The production endpoint of ``model_name`` (None when nothing serves it)."""
+        ...
 
 
 DeployerFactory = Callable[["ClusterConfig", "Layout"], Deployer]

@@ -9,12 +9,13 @@ from typing import Any
 
 from ai_how.config.loader import LoadedConfig
 from ai_how.errors import AiHowError
+from ai_how.fsutil import atomic_write_text
 from ai_how.layout import Layout
 from ai_how.objectstore.base import open_store
 from ai_how.objectstore.sync import download_verified
+from ai_how.pipeline.inputs import check_model_name
 from ai_how.pipeline.operations import production_model
 from ai_how.tracking import Tracker, tracking_uri_of
-from ai_how.workloads import llm_data
 
 
 @dataclass
@@ -26,6 +27,25 @@ class EvaluationResult:
     generation: dict[str, Any]
     output_dir: Path
     mlflow_run_id: str
+
+
+def held_out_split(params: dict[str, str], model_name: str, version: int) -> Path:
+    """The held-out split the training run recorded (its ``eval_path`` param). A missing file is an error,
+    never a reason to split again: a new split could hold conversations the model was trained on."""
+    recorded = params.get("eval_path", "")
+    if not recorded:
+        raise AiHowError(
+            f"the training run of {model_name} v{version} recorded no held-out split (param eval_path)",
+            fix="pass --dataset FILE.jsonl with conversations the model was not trained on",
+        )
+    path = Path(recorded)
+    if not path.is_file():
+        raise AiHowError(
+            f"the held-out split {path} recorded by the training run of {model_name} v{version} is missing; "
+            "refusing to score on a new split",
+            fix="restore that file, or pass --dataset FILE.jsonl with conversations the model was not trained on",
+        )
+    return path
 
 
 def run_evaluation(
@@ -40,6 +60,7 @@ def run_evaluation(
     max_new_tokens: int = 32,
 ) -> EvaluationResult:
     """Perplexity on a held-out split + generation on the seed's prompts; ``endpoint`` uses Oumi's REMOTE engine."""
+    check_model_name(model_name)
     config = loaded.config
     layout = Layout(state_dir)
     tracker = Tracker(tracking_uri_of(config), config.mlops.mlflow.experiment)
@@ -49,17 +70,16 @@ def run_evaluation(
             f"{model_name} v{model.version} is a {model.kind}; evaluate handles language models",
             fix="evaluate an llm-sft model",
         )
+    run_id = tracker.version_run_id(model_name, model.version)
+    data_path = dataset or held_out_split(
+        tracker.client.get_run(run_id).data.params, model_name, model.version
+    )
+    if not data_path.is_file():
+        raise AiHowError(f"evaluation data {data_path} does not exist", fix="pass --dataset FILE.jsonl")
     store, prefix = open_store(model.storage_uri, config.mlops.object_store)
     model_dir = layout.serving / "eval-cache" / model_name / f"v{model.version}"
     download_verified(store, prefix, model_dir)
-    run_id = tracker.version_run_id(model_name, model.version)
     out = layout.root / "evaluations" / model_name / f"v{model.version}"
-    data_path = dataset
-    if data_path is None:
-        recorded = Path(tracker.client.get_run(run_id).data.params.get("eval_path", ""))
-        data_path = recorded if recorded.is_file() else llm_data.prepare_dataset(None, out / "data", 0)[1]
-    if not data_path.is_file():
-        raise AiHowError(f"evaluation data {data_path} does not exist", fix="pass --dataset FILE.jsonl")
 
     from oumi.core.configs import (
         EvaluationConfig,
@@ -109,9 +129,8 @@ def run_evaluation(
     for result in results:  # one {"results": {task_name: metrics}} per task
         merged.update(result.get("results", {}))
     ppl, gen = merged["ai_how_perplexity"], merged["ai_how_generation"]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(
-        json.dumps({"perplexity": ppl, "generation": gen}, indent=2, default=str)
+    atomic_write_text(
+        out / "results.json", json.dumps({"perplexity": ppl, "generation": gen}, indent=2, default=str) + "\n"
     )
     tracker.log_batch(
         run_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,6 +75,9 @@ class SlurmClient:
         return lines[0] if lines else None
 
     def cancel(self, job_id: str) -> None:
+        """Cancel exactly this job (never a user's or a name's jobs: the id must be a job id)."""
+        if not re.fullmatch(r"\d+(_\d+)?", job_id):
+            raise SlurmError(f"refusing to scancel {job_id!r}: not a SLURM job id")
         self.transport.run(["scancel", job_id])
 
     def hostnames(self, nodelist: str) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -11,6 +10,7 @@ import httpx
 
 from ai_how.objectstore.base import ObjectStoreError, open_store
 from ai_how.objectstore.sync import verify_target
+from ai_how.serving.server import VERSION_HEADER
 from ai_how.tracking import PRODUCTION, Tracker
 
 TIMEOUT = httpx.Timeout(120.0, connect=5.0)
@@ -26,27 +26,35 @@ class Check:
         return asdict(self)
 
 
+class CheckFailedError(Exception):
+    """A check's condition does not hold (raised by ``expect``; never ``assert``, which ``python -O`` strips)."""
+
+
+def expect(condition: object, message: str) -> None:
+    if not condition:
+        raise CheckFailedError(message)
+
+
 def _check(name: str, fn: Callable[[], str]) -> Check:
     try:
         return Check(name, True, fn())
-    except AssertionError as exc:
-        return Check(name, False, str(exc) or "assertion failed")
+    except CheckFailedError as exc:
+        return Check(name, False, str(exc))
     except (httpx.HTTPError, ObjectStoreError, ValueError, KeyError, TypeError, IndexError) as exc:
         return Check(name, False, f"{type(exc).__name__}: {exc}")
 
 
 def metric_total(text: str, name: str, labels: dict[str, str] | None = None) -> float:
-    """Sum of a Prometheus metric's samples (optionally those matching ``labels``)."""
-    total = 0.0
-    for line in text.splitlines():
-        # Label values may contain braces (route="/v1/models/{model_name}:predict"): match quoted strings whole.
-        match = re.match(rf'^{re.escape(name)}(\{{(?:[^"}}]|"(?:[^"\\]|\\.)*")*\}})?\s+([0-9.eE+-]+)$', line)
-        if not match:
-            continue
-        sample_labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
-        if all(sample_labels.get(k) == v for k, v in (labels or {}).items()):
-            total += float(match.group(2))
-    return total
+    """Sum of a Prometheus metric's samples (optionally those matching ``labels``), parsed by prometheus_client."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    wanted = (labels or {}).items()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in wanted)
+    )
 
 
 def digits_samples(count: int = 60, side: int = 8) -> tuple[list[list[float]], list[int]]:
@@ -84,7 +92,7 @@ def protocol_checks(endpoint: str, model: str, kind: str) -> list[Check]:
             body.raise_for_status()
             predicted = body.json()["predictions"]
             accuracy = sum(int(p == t) for p, t in zip(predicted, labels, strict=True)) / len(labels)
-            assert accuracy >= 0.9, f"V1 held-out accuracy {accuracy:.3f} < 0.90"
+            expect(accuracy >= 0.9, f"V1 held-out accuracy {accuracy:.3f} < 0.90")
             return f"{len(labels)} held-out digits, accuracy {accuracy:.3f}"
 
         def v2() -> str:
@@ -100,8 +108,8 @@ def protocol_checks(endpoint: str, model: str, kind: str) -> list[Check]:
             outputs = {o["name"]: o for o in body.json()["outputs"]}
             predicted = outputs["predictions"]["data"]
             accuracy = sum(int(p == t) for p, t in zip(predicted, labels, strict=True)) / len(labels)
-            assert accuracy >= 0.9, f"V2 held-out accuracy {accuracy:.3f} < 0.90"
-            assert outputs["probabilities"]["shape"] == [len(images), 10], "probabilities shape"
+            expect(accuracy >= 0.9, f"V2 held-out accuracy {accuracy:.3f} < 0.90")
+            expect(outputs["probabilities"]["shape"] == [len(images), 10], "probabilities shape")
             return f"{len(labels)} held-out digits, accuracy {accuracy:.3f}"
 
         checks += [_check("V1 predict", v1), _check("V2 infer", v2)]
@@ -114,7 +122,7 @@ def protocol_checks(endpoint: str, model: str, kind: str) -> list[Check]:
             )
             body.raise_for_status()
             (text,) = body.json()["predictions"]
-            assert isinstance(text, str), "prediction is not text"
+            expect(isinstance(text, str), "prediction is not text")
             return f"{len(text)} characters"
 
         def v2() -> str:
@@ -123,7 +131,7 @@ def protocol_checks(endpoint: str, model: str, kind: str) -> list[Check]:
             }
             body = client.post(f"{base}/v2/models/{model}/infer", json=request)
             body.raise_for_status()
-            assert body.json()["outputs"][0]["datatype"] == "BYTES", "V2 output is not BYTES"
+            expect(body.json()["outputs"][0]["datatype"] == "BYTES", "V2 output is not BYTES")
             return "BYTES output"
 
         def chat() -> str:
@@ -138,9 +146,9 @@ def protocol_checks(endpoint: str, model: str, kind: str) -> list[Check]:
             )
             body.raise_for_status()
             data = body.json()
-            assert data["object"] == "chat.completion", "not a chat.completion"
-            assert isinstance(data["choices"][0]["message"]["content"], str), "no message content"
-            assert 0 < data["usage"]["completion_tokens"] <= 8, "max_completion_tokens not honoured"
+            expect(data["object"] == "chat.completion", "not a chat.completion")
+            expect(isinstance(data["choices"][0]["message"]["content"], str), "no message content")
+            expect(0 < data["usage"]["completion_tokens"] <= 8, "max_completion_tokens not honoured")
             return f"{data['usage']['completion_tokens']} tokens"
 
         def completion() -> str:
@@ -149,7 +157,7 @@ def protocol_checks(endpoint: str, model: str, kind: str) -> list[Check]:
             )
             body.raise_for_status()
             data = body.json()
-            assert 0 < data["usage"]["completion_tokens"] <= 4, "max_tokens not honoured"
+            expect(0 < data["usage"]["completion_tokens"] <= 4, "max_tokens not honoured")
             return f"{data['usage']['completion_tokens']} tokens"
 
         checks += [
@@ -164,8 +172,25 @@ def protocol_checks(endpoint: str, model: str, kind: str) -> list[Check]:
 def _expect_json(response: httpx.Response, key: str) -> str:
     response.raise_for_status()
     data = response.json()
-    assert key in data, f"{response.request.url} answered without '{key}'"
+    expect(key in data, f"{response.request.url} answered without '{key}'")
     return f"{response.status_code}"
+
+
+def served_version_check(client: httpx.Client, endpoint: str, model: str, version: int) -> Check:
+    """The endpoint serves exactly ``version``: V2 metadata lists it and the response header names it."""
+
+    def served() -> str:
+        response = client.get(f"{endpoint.rstrip('/')}/v2/models/{model}")
+        response.raise_for_status()
+        listed = response.json().get("versions") or []
+        header = response.headers.get(VERSION_HEADER)
+        expect(
+            listed == [str(version)] and header == str(version),
+            f"the endpoint serves version {header or listed or 'unknown'}, not {version}",
+        )
+        return f"{model} v{version} (V2 metadata and {VERSION_HEADER})"
+
+    return _check("served version", served)
 
 
 def verify_deployment(
@@ -177,20 +202,21 @@ def verify_deployment(
     store_config: Any,
     endpoint: str,
     kind: str,
+    alias: str = PRODUCTION,
 ) -> list[Check]:
-    """Registry, object store (full read-back), protocols, and that the metrics moved."""
-    checks: list[Check] = []
+    """Served version, registry, object store (full read-back), protocols, and that the metrics moved."""
+    checks: list[Check] = [served_version_check(httpx.Client(timeout=TIMEOUT), endpoint, model, version)]
 
     def registry() -> str:
-        assert version in tracker.versions(model), f"version {version} of {model} is not registered"
-        current = tracker.alias_version(model, PRODUCTION)
-        assert current == version, f"alias {PRODUCTION} points at {current}, expected {version}"
-        return f"{model} v{version} @{PRODUCTION}"
+        expect(version in tracker.versions(model), f"version {version} of {model} is not registered")
+        current = tracker.alias_version(model, alias)
+        expect(current == version, f"alias {alias} points at {current}, expected {version}")
+        return f"{model} v{version} @{alias}"
 
     def store() -> str:
         backend, prefix = open_store(store_uri, store_config)
         manifest, problems = verify_target(backend, prefix)
-        assert not problems, "; ".join(f"{path}: {problem}" for path, problem in sorted(problems.items()))
+        expect(not problems, "; ".join(f"{path}: {problem}" for path, problem in sorted(problems.items())))
         return f"{len(manifest.files)} files sha256-verified at {store_uri}"
 
     checks.append(_check("registry: version and alias", registry))
@@ -210,8 +236,8 @@ def verify_deployment(
         served = metric_total(after, "ai_how_requests_total", {"code": "200"}) - metric_total(
             before, "ai_how_requests_total", {"code": "200"}
         )
-        assert predicted > 0, "request_predict_seconds_count did not move"
-        assert served > 0, "ai_how_requests_total did not move"
+        expect(predicted > 0, "request_predict_seconds_count did not move")
+        expect(served > 0, "ai_how_requests_total did not move")
         return f"+{predicted:.0f} predictions, +{served:.0f} requests"
 
     checks.append(_check("metrics: counters moved", metrics))

@@ -11,8 +11,9 @@ from ai_how.config.loader import LoadedConfig
 from ai_how.deployers.base import DeployRequest, deployer_for
 from ai_how.errors import AiHowError
 from ai_how.layout import Layout
+from ai_how.pipeline.inputs import check_stage, check_workload
 from ai_how.pipeline.runner import Observer, PipelineRun, RunOptions
-from ai_how.pipeline.stages import STAGES, check_workload
+from ai_how.pipeline.stages import STAGES
 from ai_how.state.store import StateStore
 from ai_how.tracking import PRODUCTION, Tracker, tracking_uri_of
 
@@ -27,20 +28,26 @@ def run_pipeline(
     observer: Observer,
     resume: str | None = None,
     stop_after: str | None = None,
+    debug: bool = False,
 ) -> tuple[PipelineRun, dict[str, Any]]:
     layout = Layout(store.root)
-    ensure_local_stack(loaded, layout)
-    if stop_after is not None and stop_after not in [s.name for s in STAGES]:
-        raise AiHowError(
-            f"unknown stage {stop_after!r}", fix=f"use one of: {', '.join(s.name for s in STAGES)}"
-        )
+    if stop_after is not None:
+        check_stage(stop_after, [s.name for s in STAGES])
     if resume is not None:
         run = PipelineRun.load(store, layout, resume)
     else:
         check_workload(options.workload)
+    ensure_local_stack(loaded, layout)  # only once the inputs are known to be good
+    if resume is None:
         run = PipelineRun.create(store, layout, loaded.path, options, STAGES)
     return run, run.execute(
-        STAGES, loaded.config, loaded.path, observer, resume=resume is not None, stop_after=stop_after
+        STAGES,
+        loaded.config,
+        loaded.path,
+        observer,
+        resume=resume is not None,
+        stop_after=stop_after,
+        debug=debug,
     )
 
 
@@ -146,7 +153,8 @@ def rollback(
     model = production_model(tracker, model_name, target)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = layout.root / "rollbacks" / f"{stamp}-{model_name}"
-    deployment = deployer_for(config, layout).deploy(
+    deployer = deployer_for(config, layout)
+    candidate = deployer.deploy(
         DeployRequest(
             model_name=model_name,
             version=target,
@@ -159,6 +167,14 @@ def rollback(
             manifest_sha256=model.manifest_sha256,
         )
     )
+    failed = [c for c in rollback_checks(candidate.endpoint, model) if not c.ok]
+    if failed:
+        deployer.discard(model_name, target)
+        raise AiHowError(
+            f"v{target} failed its checks beside production, which stays on v{current}: "
+            + "; ".join(f"{c.name}: {c.detail}" for c in failed)
+        )
+    deployment = deployer.promote(model_name, target)
     tracker.set_alias(model_name, target, PRODUCTION)  # only once the old version serves again
     with store.transaction() as doc:
         doc.setdefault("rollbacks", []).append(
@@ -169,18 +185,28 @@ def rollback(
         "from": current,
         "to": target,
         "endpoint": deployment.endpoint,
-        "ready_seconds": round(deployment.ready_seconds, 3),
+        "ready_seconds": round(candidate.ready_seconds + deployment.ready_seconds, 3),
     }
 
 
+def rollback_checks(endpoint: str, model: ProductionModel) -> list[Check]:
+    """What a version must pass before it takes production back: the served version and the protocols."""
+    import httpx
+
+    from ai_how.pipeline.checks import TIMEOUT, protocol_checks, served_version_check
+
+    served = served_version_check(httpx.Client(timeout=TIMEOUT), endpoint, model.name, model.version)
+    return [served, *protocol_checks(endpoint, model.name, model.kind)]
+
+
 def _previous_production(store: StateStore, model_name: str, current: int, tracker: Tracker) -> int:
-    """The version @production pointed at before ``current`` was promoted (recorded by its register stage)."""
+    """The version @production pointed at before ``current`` was promoted (recorded by its promote stage)."""
     for name in store.names("runs"):
-        register = store.read(name).get("stages", {}).get("register", {}).get("outputs", {})
-        if (register.get("model_name"), register.get("version")) == (model_name, current) and register.get(
+        promoted = store.read(name).get("stages", {}).get("promote", {}).get("outputs", {})
+        if (promoted.get("model_name"), promoted.get("version")) == (model_name, current) and promoted.get(
             "previous_production"
         ) is not None:
-            return int(register["previous_production"])
+            return int(promoted["previous_production"])
     older = [v for v in tracker.versions(model_name) if v < current]
     if not older:
         raise AiHowError(f"{model_name} v{current} is the first version: there is nothing to roll back to")

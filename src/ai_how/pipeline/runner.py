@@ -12,7 +12,9 @@ import functools
 import hashlib
 import json
 import secrets
+import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +23,7 @@ from typing import Any, Protocol
 
 from ai_how.config.models import ClusterConfig
 from ai_how.errors import AiHowError
+from ai_how.extras import missing_extra
 from ai_how.fsutil import atomic_write_text
 from ai_how.layout import Layout
 from ai_how.state.store import StateStore
@@ -142,6 +145,14 @@ class PipelineRun:
             doc["updated"] = _now()
             return dict(doc["stages"][name])
 
+    def _invalidate_after(self, stage: Stage, stages: list[Stage]) -> None:
+        """Reset the records of the stages after ``stage``: their outputs came from what is about to change."""
+        later = [s.name for s in stages[stages.index(stage) + 1 :]]
+        with self.store.transaction(self.doc_name) as doc:
+            for name in later:
+                if doc["stages"].get(name, {}).get("status", "pending") != "pending":
+                    doc["stages"][name] = {"status": "pending", "invalidated_by": stage.name}
+
     def _set_status(self, status: str, **fields: Any) -> None:
         with self.store.transaction(self.doc_name) as doc:
             doc.update(status=status, updated=_now(), **fields)
@@ -155,9 +166,14 @@ class PipelineRun:
         *,
         resume: bool,
         stop_after: str | None = None,
+        debug: bool = False,
     ) -> dict[str, Any]:
         """Run (or resume) the stages in order; stop at the first failure, or after ``stop_after``.
 
+        When a stage runs again, the records of every stage after it are reset to pending first,
+        so a resumed run never shows a downstream result computed from the old upstream outputs.
+        An unexpected exception (a bug, a library error) leaves its full traceback in the stage log,
+        and on stderr with ``debug``.
         Returns the final run document (status ``succeeded``, or ``stopped`` when ``stop_after`` ended it early).
         """
         with self.store.lock(f"active/{self.run_id}", blocking=False):
@@ -195,6 +211,7 @@ class PipelineRun:
                         return self.read()
                     continue
                 changed_upstream = True
+                self._invalidate_after(stage, stages)
                 observer.stage_started(stage)
                 started = time.monotonic()
                 self._update_stage(stage.name, status="running", started=_now(), skipped=False, error=None)
@@ -204,6 +221,12 @@ class PipelineRun:
                     except (AiHowError, KeyboardInterrupt, SystemExit):
                         raise
                     except Exception as exc:  # a bug or an unexpected library error: still a recorded failure
+                        if isinstance(exc, ModuleNotFoundError) and (missing := missing_extra(exc)):
+                            raise missing from exc  # an optional extra is not installed: name it
+                        trace = traceback.format_exc()
+                        self._log(stage, log_path, f"unexpected error:\n{trace.rstrip()}", observer=None)
+                        if debug:
+                            sys.stderr.write(trace)
                         raise AiHowError(
                             f"{type(exc).__name__}: {exc}", fix="run with --debug and report it"
                         ) from exc

@@ -1,4 +1,8 @@
-"""The pipeline's stages: train → register → sync → deploy → verify (MLOPS-5.1)."""
+"""The pipeline's stages: train → register → sync → deploy → verify → promote (MLOPS-5.1).
+
+``@production`` moves only in ``promote``, after the new version served beside the old one and
+passed every check; until then the version carries the ``candidate`` alias.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import yaml
 
 from ai_how import __version__
 from ai_how.config.models import ClusterConfig
-from ai_how.deployers.base import DeployRequest, deployer_for
+from ai_how.deployers.base import DeployError, DeployRequest, deployer_for
 from ai_how.errors import AiHowError
 from ai_how.executors.base import JobSpec, executor_for, shared_root
 from ai_how.fsutil import atomic_write_text
@@ -20,8 +24,7 @@ from ai_how.layout import Layout
 from ai_how.objectstore.base import StoreURI, open_store
 from ai_how.objectstore.sync import Manifest, sync_directory
 from ai_how.pipeline.runner import Stage, StageContext
-from ai_how.tracking import PRODUCTION, RUN_TAG, Tracker, tracking_uri_of
-from ai_how.workloads import WORKLOADS
+from ai_how.tracking import CANDIDATE, PRODUCTION, RUN_TAG, Tracker, tracking_uri_of
 from ai_how.workloads.common import RESULT_FILE
 
 
@@ -146,7 +149,7 @@ def register(ctx: StageContext) -> dict[str, Any]:
     tracker = tracker_for(ctx)
     train_out = ctx.outputs["train"]
     name = ctx.options.model_name
-    source = tracker.log_model_dir(train_out["mlflow_run_id"], Path(train_out["model_dir"]), "model")
+    source = tracker.log_model(train_out["mlflow_run_id"], Path(train_out["model_dir"]), train_out["kind"])
     ref = tracker.register(
         name,
         train_out["mlflow_run_id"],
@@ -161,14 +164,10 @@ def register(ctx: StageContext) -> dict[str, Any]:
         },
         description=f"{ctx.options.workload} trained by ai-how run {ctx.run_id}",
     )
-    current = tracker.alias_version(name, PRODUCTION)
-    # On a resumed register the alias may already point here: keep the previous holder recorded then.
-    previous = (
-        current if current != ref.version else ctx.outputs.get("register", {}).get("previous_production")
-    )
-    tracker.set_alias(name, ref.version, PRODUCTION)
-    ctx.log(f"registered {name} v{ref.version} from {source}; @{PRODUCTION} {previous} -> {ref.version}")
-    return {"model_name": name, "version": ref.version, "source": source, "previous_production": previous}
+    tracker.set_alias(name, ref.version, CANDIDATE)
+    production = tracker.alias_version(name, PRODUCTION)
+    ctx.log(f"registered {name} v{ref.version} from {source} as @{CANDIDATE}; @{PRODUCTION} is {production}")
+    return {"model_name": name, "version": ref.version, "source": source, "production": production}
 
 
 # --------------------------------------------------------------------------- sync
@@ -217,6 +216,17 @@ def sync(ctx: StageContext) -> dict[str, Any]:
 # --------------------------------------------------------------------------- deploy
 
 
+def production_unchanged(ctx: StageContext) -> str:
+    """What a failure before promote leaves in production, said in the error."""
+    try:
+        production = tracker_for(ctx).alias_version(ctx.options.model_name, PRODUCTION)
+    except AiHowError:
+        return f"@{PRODUCTION} was not touched"
+    if production is None:
+        return f"nothing was promoted: the model has no @{PRODUCTION} version yet"
+    return f"@{PRODUCTION} stays on v{production}, which keeps serving"
+
+
 def deploy_inputs(ctx: StageContext) -> dict[str, Any]:
     return {
         "uri": ctx.outputs["sync"]["uri"],
@@ -251,19 +261,22 @@ def deploy(ctx: StageContext) -> dict[str, Any]:
     manifest_path = render_manifests(ctx, reg["version"], synced["uri"], synced["manifest_sha256"])
     ctx.log(f"rendered KServe manifests: {manifest_path}")
     deployer = deployer_for(ctx.config, ctx.layout)
-    deployment = deployer.deploy(
-        DeployRequest(
-            model_name=reg["model_name"],
-            version=reg["version"],
-            storage_uri=synced["uri"],
-            config_path=ctx.config_path,
-            run_dir=ctx.run_dir,
-            log_path=ctx.run_dir / "logs" / "server.log",
-            run_id=ctx.run_id,
-            tracking_uri=tracking_uri_of(ctx.config),
-            manifest_sha256=synced["manifest_sha256"],
+    try:
+        deployment = deployer.deploy(
+            DeployRequest(
+                model_name=reg["model_name"],
+                version=reg["version"],
+                storage_uri=synced["uri"],
+                config_path=ctx.config_path,
+                run_dir=ctx.run_dir,
+                log_path=ctx.run_dir / "logs" / "server.log",
+                run_id=ctx.run_id,
+                tracking_uri=tracking_uri_of(ctx.config),
+                manifest_sha256=synced["manifest_sha256"],
+            )
         )
-    )
+    except DeployError as exc:
+        raise DeployError(f"{exc.message}. {production_unchanged(ctx)}", fix=exc.fix) from None
     ctx.log(
         f"{deployer.name}: {reg['model_name']} v{reg['version']} ready at {deployment.endpoint} "
         f"in {deployment.ready_seconds:.1f} s"
@@ -291,14 +304,15 @@ def verify_inputs(ctx: StageContext) -> dict[str, Any]:
 def verify(ctx: StageContext) -> dict[str, Any]:
     from ai_how.pipeline.checks import verify_deployment
 
-    reg = ctx.outputs["register"]
+    reg, deployed = ctx.outputs["register"], ctx.outputs["deploy"]
     checks = verify_deployment(
         tracker=tracker_for(ctx),
         model=reg["model_name"],
         version=reg["version"],
+        alias=CANDIDATE,
         store_uri=ctx.outputs["sync"]["uri"],
         store_config=ctx.config.mlops.object_store,
-        endpoint=ctx.outputs["deploy"]["endpoint"],
+        endpoint=deployed["endpoint"],
         kind=ctx.outputs["train"]["kind"],
     )
     for check in checks:
@@ -306,10 +320,47 @@ def verify(ctx: StageContext) -> dict[str, Any]:
     failed = [c for c in checks if not c.ok]
     if failed:
         raise AiHowError(
-            f"{len(failed)} of {len(checks)} checks failed: "
+            f"{len(failed)} of {len(checks)} checks of v{reg['version']} failed: "
             + "; ".join(f"{c.name}: {c.detail}" for c in failed)
+            + f". {production_unchanged(ctx)}; the candidate is left at {deployed['endpoint']} for inspection",
+            fix="fix the cause, then `ai-how pipeline run --resume RUN`; `ai-how stack down` stops the candidate",
         )
     return {"checks": [c.to_json() for c in checks]}
+
+
+# --------------------------------------------------------------------------- promote
+
+
+def promote_inputs(ctx: StageContext) -> dict[str, Any]:
+    return {
+        "endpoint": ctx.outputs["deploy"]["endpoint"],
+        "version": ctx.outputs["register"]["version"],
+    }
+
+
+def promote(ctx: StageContext) -> dict[str, Any]:
+    """The verified candidate becomes production: the server switch first, then ``@production``."""
+    reg = ctx.outputs["register"]
+    name, version = reg["model_name"], reg["version"]
+    tracker = tracker_for(ctx)
+    previous = tracker.alias_version(name, PRODUCTION)
+    if previous == version:  # a resumed promote whose alias already moved: keep the recorded holder
+        previous = ctx.outputs.get("promote", {}).get("previous_production")
+    deployment = deployer_for(ctx.config, ctx.layout).promote(name, version)
+    tracker.set_alias(name, version, PRODUCTION)
+    tracker.set_version_tags(name, version, {"ai_how.previous_production": str(previous or "")})
+    ctx.log(
+        f"{name} v{version} serves production at {deployment.endpoint} "
+        f"(switched in {deployment.ready_seconds:.2f} s); @{PRODUCTION} {previous} -> {version}"
+    )
+    return {
+        "model_name": name,
+        "version": version,
+        "previous_production": previous,
+        "endpoint": deployment.endpoint,
+        "switch_seconds": round(deployment.ready_seconds, 3),
+        **deployment.details,
+    }
 
 
 STAGES: list[Stage] = [
@@ -321,23 +372,24 @@ STAGES: list[Stage] = [
     ),
     Stage(
         "register",
-        "log the model to its MLflow run, register a version, move @production",
+        "log the model to its MLflow run as an MLflow Model, register a version (@candidate)",
         register_inputs,
         register,
     ),
     Stage("sync", "copy the version to the object store with a sha256 manifest, verified", sync_inputs, sync),
     Stage(
         "deploy",
-        "serve the version (local server or KServe) and render its InferenceService",
+        "serve the version beside production (local server or KServe) and render its InferenceService",
         deploy_inputs,
         deploy,
     ),
     Stage(
-        "verify", "registry, object store, V1/V2/OpenAI protocols and metrics checks", verify_inputs, verify
+        "verify",
+        "the candidate: served version, registry, object store, V1/V2/OpenAI protocols, metrics",
+        verify_inputs,
+        verify,
+    ),
+    Stage(
+        "promote", "switch production to the verified version, then move @production", promote_inputs, promote
     ),
 ]
-
-
-def check_workload(name: str) -> None:
-    if name not in WORKLOADS:
-        raise AiHowError(f"unknown workload {name!r}", fix=f"use one of: {', '.join(WORKLOADS)}")

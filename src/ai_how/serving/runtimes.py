@@ -41,16 +41,9 @@ class ClassifierModel(Model):
         self.config: dict[str, Any] = {}
 
     def load(self) -> bool:
-        import torch
-
         from ai_how.workloads import cnn
 
-        self.config = json.loads((self.model_dir / "model_config.json").read_text())
-        self.net = cnn.build(self.config)
-        self.net.load_state_dict(
-            torch.load(self.model_dir / "model.pt", map_location="cpu", weights_only=True)
-        )
-        self.net.eval()
+        self.net, self.config = cnn.load(self.model_dir)
         self.ready = True
         return True
 
@@ -67,20 +60,12 @@ class ClassifierModel(Model):
         ]
 
     def _classify(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        import torch
+        from ai_how.workloads import cnn
 
-        shape = tuple(self.config["input_shape"])
-        size = int(np.prod(shape))
         try:
-            x = np.asarray(batch, dtype=np.float32).reshape(-1, *shape)
-        except ValueError:
-            raise InvalidInput(f"each instance must have {size} values (shape {list(shape)})") from None
-        if x.shape[0] == 0:
-            raise InvalidInput("no instances")
-        tensor = (torch.from_numpy(x) / self.config["scale"] - self.config["mean"]) / self.config["std"]
-        with torch.no_grad():
-            probs = torch.softmax(self.net(tensor), dim=1).numpy()
-        return probs.argmax(1).astype(np.int64), probs.astype(np.float32)
+            return cnn.classify(self.net, self.config, batch)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
 
     def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         if isinstance(payload, InferRequest):

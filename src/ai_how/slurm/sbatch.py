@@ -6,18 +6,32 @@
   the allocation (expanded with ``scontrol show hostnames``) and ``--node_rank`` = ``SLURM_NODEID``;
 - llm-sft on several GPUs goes through ``oumi distributed torchrun`` (Oumi reads the same SLURM variables);
 - with ``container_runtime: apptainer`` every command runs in ``apptainer exec --nv IMAGE``.
+
+Every value that reaches a shell is quoted with ``shlex.quote``; environment names and ``#SBATCH``
+values are checked first, so a job name, partition, time or path can never add a line to the script.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ai_how.config.models import SlurmConfig
+from ai_how.errors import AiHowError
 from ai_how.executors.base import JobSpec
 from ai_how.slurm.commands import Features
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_JOB_NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,199}")  # no slash, blank or leading "-"
+_PARTITION = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_TIME = re.compile(r"(?:(\d+)-)?(\d{1,2})(?::(\d{2}))?(?::(\d{2}))?|INFINITE")
+_MEM = re.compile(r"\d+[KMGT]?")
+# #SBATCH lines are parsed by sbatch, not bash: a path there may not hold blanks, quotes or escapes.
+_SBATCH_PATH = re.compile(r"[^\s'\"\\%]+")
 
 OFFLINE_ENV = {
     "DO_NOT_TRACK": "1",
@@ -38,8 +52,32 @@ class JobPaths:
         return self.stdout.replace("%j", job_id), self.stderr.replace("%j", job_id)
 
 
+def _refuse(field: str, value: object, why: str, fix: str) -> AiHowError:
+    return AiHowError(f"{field} {value!r} {why}", fix=fix)
+
+
+def _check_name(field: str, value: str) -> str:
+    if not _JOB_NAME.fullmatch(value):
+        raise _refuse(field, value, "is not a valid SLURM job name", "use letters, digits, '.', '_' and '-'")
+    return value
+
+
+def _check_sbatch_path(field: str, value: str) -> str:
+    if not _SBATCH_PATH.fullmatch(value):
+        raise _refuse(
+            field,
+            value,
+            "cannot go on an #SBATCH line",
+            "use a path without spaces, quotes, backslashes or '%'",
+        )
+    return value
+
+
 def job_paths(shared_root: str, spec: JobSpec) -> JobPaths:
     """The seed's BeeGFS layout: scripts and logs under jobs/, models under models/."""
+    _check_sbatch_path("clusters.hpc.storage.mount_point", shared_root)
+    _check_name("job name", spec.name)
+    _check_name("workload", spec.workload)
     jobs = f"{shared_root.rstrip('/')}/jobs"
     out = f"{jobs}/{spec.workload}-%j.out"
     # A user's script job (Oumi) gets one log, so `oumi launch logs` shows its errors too.
@@ -51,7 +89,81 @@ def _partition(slurm: SlurmConfig) -> str | None:
     return next((p.name for p in slurm.partitions if p.default), None)
 
 
+def _check_time(value: str) -> str:
+    match = _TIME.fullmatch(value)
+    if match is None or any(int(part) >= 60 for part in match.groups()[2:] if part is not None):
+        raise _refuse(
+            "clusters.hpc.slurm.time",
+            value,
+            "is not a SLURM time limit",
+            "write HH:MM:SS or D-HH:MM:SS (e.g. 01:30:00 or 2-00:00:00), or INFINITE",
+        )
+    return value
+
+
+def _check_count(field: str, value: object, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise _refuse(
+            field, value, f"is not a whole number >= {minimum}", f"set {field} to {minimum} or more"
+        )
+    return value
+
+
+def _check_env(env: dict[str, str]) -> dict[str, str]:
+    for key in env:
+        if not isinstance(key, str) or not _ENV_NAME.fullmatch(key):
+            raise _refuse(
+                "job environment variable",
+                key,
+                "is not a valid name",
+                "use letters, digits and '_', not starting with a digit",
+            )
+    return env
+
+
+def _check_no_nul(field: str, values: Iterable[str]) -> None:
+    for value in values:
+        if "\0" in value:
+            raise _refuse(field, value, "contains a NUL byte, which no shell can pass", "remove it")
+
+
+def _validate(spec: JobSpec, slurm: SlurmConfig, paths: JobPaths) -> None:
+    """Refuse anything that could break out of its place in the script, in one line naming the field."""
+    _check_name("workload", spec.workload)
+    for field, path in (("job output", paths.stdout), ("job error log", paths.stderr)):
+        _check_sbatch_path(field, path.replace("%j", ""))  # %j (the job id) is ours
+    if (partition := _partition(slurm)) is not None and not _PARTITION.fullmatch(partition):
+        raise _refuse(
+            "clusters.hpc.slurm.partitions.name", partition, "is not a partition name", "use [A-Za-z0-9_-]"
+        )
+    if not _MEM.fullmatch(slurm.mem):
+        raise _refuse(
+            "clusters.hpc.slurm.mem", slurm.mem, "is not a SLURM memory size", "write e.g. 16G or 512M"
+        )
+    _check_time(slurm.time)
+    _check_count("gpus", spec.gpus, 0)
+    _check_count("processes", spec.processes, 1)
+    _check_count("nodes", spec.nodes, 1)
+    _check_count("clusters.hpc.slurm.cpus_per_task", slurm.cpus_per_task, 1)
+    _check_env(spec.env)
+    _check_no_nul("job argument", [*spec.args, str(spec.output_dir), *spec.env.values()])
+    if slurm.container_image is not None and slurm.container_image.startswith("-"):
+        raise _refuse(
+            "clusters.hpc.slurm.container_image", slurm.container_image, "starts with '-'", "give a path"
+        )
+
+
+class _Var(str):
+    """A shell variable the inner per-node shell expands (``$SLURM_NODEID``); the only unquoted word."""
+
+
+def _shell_words(words: Iterable[str]) -> str:
+    return " ".join(f"${word}" if isinstance(word, _Var) else shlex.quote(word) for word in words)
+
+
 def render(spec: JobSpec, slurm: SlurmConfig, features: Features, paths: JobPaths) -> str:
+    """The sbatch script for ``spec``; refuses (AiHowError) values that could inject into it."""
+    _validate(spec, slurm, paths)
     python = slurm.python or sys.executable
     per_node = spec.gpus if spec.gpus > 0 else spec.processes
     distributed = spec.nodes > 1 or per_node > 1
@@ -108,17 +220,18 @@ def render(spec: JobSpec, slurm: SlurmConfig, features: Features, paths: JobPath
                 "-m",
                 "torch.distributed.run",
                 "--nnodes",
-                "$SLURM_JOB_NUM_NODES",
+                _Var("SLURM_JOB_NUM_NODES"),
                 "--node_rank",
-                "$SLURM_NODEID",
+                _Var("SLURM_NODEID"),
                 "--nproc_per_node",
                 str(per_node),
                 "--master_addr",
-                "$MASTER_ADDR",
+                _Var("MASTER_ADDR"),
                 "--master_port",
-                "$MASTER_PORT",
+                _Var("MASTER_PORT"),
             ]
-        inner = " ".join(a if a.startswith("$") else shlex.quote(a) for a in [*launcher, *workload])
+        # Only the _Var words stay unquoted: a workload argument such as '$(reboot)' is passed literally.
+        inner = _shell_words([*launcher, *workload])
         # One task per node; SLURM_NODEID is that node's rank. The inner shell expands it per node.
         lines.append(f"srun --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c {shlex.quote(inner)}")
     return "\n".join(lines) + "\n"

@@ -11,9 +11,14 @@ from pathlib import Path
 from urllib.parse import quote, urlparse
 
 from ai_how.config.models import ClusterConfig
+from ai_how.deployers.local import LocalDeployer
 from ai_how.errors import AiHowError
 from ai_how.layout import Layout
 from ai_how.procs import http_ok, read_pid, start_daemon, stop_daemon, wait_until
+from ai_how.redact import redact, register_secret_names, secret_env_names
+from ai_how.state.store import StateStore
+
+STACK_LOCK = "stack"  # StateStore lock held while `stack up`/`down` start or stop services
 
 
 @dataclass
@@ -42,6 +47,7 @@ def _bin(name: str) -> str:
 
 
 def backend_store_uri(config: ClusterConfig, layout: Layout) -> str:
+    """MLflow's backend store URI. It never holds a password: see ``backend_store_env``."""
     mlflow, pg = config.mlops.mlflow, config.mlops.postgresql
     if mlflow.backend_store.type == "sqlite":
         path = (
@@ -51,14 +57,22 @@ def backend_store_uri(config: ClusterConfig, layout: Layout) -> str:
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
+    # psycopg2 explicitly: SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3, which is not installed.
+    return f"postgresql+psycopg2://{quote(pg.username, safe='')}@{pg.host}:{pg.port}/{quote(pg.database)}"
+
+
+def backend_store_env(config: ClusterConfig) -> dict[str, str]:
+    """The PostgreSQL password as libpq's PGPASSWORD, so it is in no command line (``ps``), log or file."""
+    if config.mlops.mlflow.backend_store.type == "sqlite":
+        return {}
+    pg = config.mlops.postgresql
     password = os.environ.get(pg.password_env)
     if password is None:
         raise AiHowError(
             f"MLflow's PostgreSQL password variable {pg.password_env} is not set",
             fix=f"export {pg.password_env}=... (the password of role {pg.username})",
         )
-    # psycopg2 explicitly: SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3, which is not installed.
-    return f"postgresql+psycopg2://{quote(pg.username)}:{quote(password, safe='')}@{pg.host}:{pg.port}/{pg.database}"
+    return {"PGPASSWORD": password}
 
 
 def _s3_env(config: ClusterConfig) -> dict[str, str]:
@@ -76,6 +90,8 @@ def _s3_env(config: ClusterConfig) -> dict[str, str]:
 
 
 def services(config: ClusterConfig, layout: Layout) -> list[Service]:
+    """The services this config runs on this machine, with their commands and environments."""
+    register_secret_names(secret_env_names(config))  # their values are masked in every log line
     found: list[Service] = []
     store = config.mlops.object_store
     if store.serve_local and store.endpoint:
@@ -124,7 +140,7 @@ def services(config: ClusterConfig, layout: Layout) -> list[Service]:
                 ],
                 url,
                 f"{url}/health",
-                env=env,
+                env=env | backend_store_env(config),
             )
         )
     return found
@@ -144,12 +160,25 @@ def _port_busy(url: str) -> bool:
 def _status(service: Service, layout: Layout) -> ServiceStatus:
     pid = read_pid(layout.stack / f"{service.name}.pid")
     return ServiceStatus(
-        service.name, service.url, pid, pid is not None and http_ok(service.health_url), True, service.note
+        service.name,
+        redact(service.url),
+        pid,
+        pid is not None and http_ok(service.health_url),
+        True,
+        service.note,
     )
 
 
 def up(config: ClusterConfig, layout: Layout) -> list[ServiceStatus]:
-    """Start every configured service that is not running; wait until each is healthy."""
+    """Start every configured service that is not running; wait until each is healthy.
+
+    Holds the stack lock throughout, so a concurrent `stack up` waits and then finds them running.
+    """
+    with StateStore(layout.root).lock(STACK_LOCK):
+        return _up_locked(config, layout)
+
+
+def _up_locked(config: ClusterConfig, layout: Layout) -> list[ServiceStatus]:
     result = []
     for service in services(config, layout):
         pidfile, log = layout.stack / f"{service.name}.pid", layout.stack / f"{service.name}.log"
@@ -179,27 +208,29 @@ def ensure_up(config: ClusterConfig, layout: Layout) -> None:
 
 def down(config: ClusterConfig, layout: Layout) -> list[str]:
     """Stop the services and local model servers ai-how started (data on disk is kept); returns what stopped."""
-    stopped = [f"model-server {p.stem}" for p in sorted(layout.serving.glob("*.pid")) if stop_daemon(p)]
-    names = {s.name for s in services(config, layout)} | {p.stem for p in layout.stack.glob("*.pid")}
-    for name in sorted(names):
-        if stop_daemon(layout.stack / f"{name}.pid"):
-            stopped.append(name)
+    with StateStore(layout.root).lock(STACK_LOCK):
+        stopped = [f"model-server {name}" for name in LocalDeployer(config, layout).stop_all()]
+        names = {s.name for s in services(config, layout)} | {p.stem for p in layout.stack.glob("*.pid")}
+        for name in sorted(names):
+            if stop_daemon(layout.stack / f"{name}.pid"):
+                stopped.append(name)
     return stopped
 
 
 def status(config: ClusterConfig, layout: Layout) -> list[ServiceStatus]:
     result = [_status(s, layout) for s in services(config, layout)]
-    serving = config.mlops.serving
-    for pidfile in sorted(layout.serving.glob("*.pid")):
-        url = f"http://{serving.host}:{serving.port}"
-        pid = read_pid(pidfile)
+    deployer = LocalDeployer(config, layout)
+    for role, server in deployer.servers():
+        url = deployer.url_of(server) if role == "candidate" else deployer.base_url
+        pid = read_pid(Path(server.pidfile))
         result.append(
             ServiceStatus(
-                f"model-server {pidfile.stem}",
+                f"model-server {server.model} v{server.version}",
                 url,
                 pid,
                 pid is not None and http_ok(f"{url}/v2/health/ready"),
                 True,
+                role,
             )
         )
     mlflow = config.mlops.mlflow
@@ -207,7 +238,7 @@ def status(config: ClusterConfig, layout: Layout) -> list[ServiceStatus]:
         result.append(
             ServiceStatus(
                 "mlflow",
-                mlflow.tracking_uri,
+                redact(mlflow.tracking_uri),  # an external URI may carry user:password@
                 None,
                 http_ok(mlflow.tracking_uri.rstrip("/") + "/health"),
                 False,

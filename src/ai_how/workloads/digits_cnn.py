@@ -12,14 +12,43 @@ import gzip
 import hashlib
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from ai_how.fsutil import atomic_write
 from ai_how.workloads.common import WorkloadError, write_json
+from ai_how.workloads.options import Option, build_parser
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# The job's options, declared once: the parser below and `ai-how pipeline run --set` both read them.
+OPTIONS = [
+    Option("epochs", "int", 12, "passes over the training data", minimum=1, maximum=1_000_000),
+    Option("batch_size", "int", 64, "examples per optimizer step", minimum=1, maximum=65536),
+    Option("lr", "float", 1e-3, "Adam learning rate", minimum=1e-8, maximum=10),
+    Option(
+        "seed",
+        "int",
+        0,
+        "random seed (initial weights, shuffling, augmentation)",
+        minimum=0,
+        maximum=2**32 - 1,
+    ),
+    Option("mnist_dir", "path", None, "directory of the four MNIST idx files; default: scikit-learn digits"),
+    Option(
+        "augment",
+        "int",
+        0,
+        "add N shifted, noisy 32x32 copies of each training image (MNIST-scale benchmark data)",
+        minimum=0,
+        maximum=100,
+    ),
+]
 
 
 def _read_idx(path: Path) -> np.ndarray:
+    import numpy as np
+
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as handle:  # type: ignore[operator]
         raw = handle.read()
@@ -39,6 +68,8 @@ def _find(directory: Path, stem: str) -> Path:
 
 def load_data(mnist_dir: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, str]:
     """(x_train, y_train, x_test, y_test, pixel scale, source name); x is N×1×H×W float32."""
+    import numpy as np
+
     if mnist_dir is not None:
         if not mnist_dir.is_dir():
             raise WorkloadError(
@@ -71,6 +102,8 @@ def augment(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """MNIST-scale training data from the 8×8 digits: upscale to 32×32 (×4) and add ``copies`` randomly
     shifted (±2 px), noisy variants of every training image. The held-out images are only upscaled."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     up = lambda x: np.kron(x, np.ones((1, 1, 4, 4), np.float32))  # noqa: E731
     base_tr, base_te = up(x_tr), up(x_te)
@@ -83,6 +116,8 @@ def augment(
 
 
 def dataset_hash(*arrays: np.ndarray) -> str:
+    import numpy as np
+
     digest = hashlib.sha256()
     for array in arrays:
         digest.update(np.ascontiguousarray(array).tobytes())
@@ -161,9 +196,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     elapsed = time.monotonic() - start
     if ddp.rank == 0:
         out = args.output / "model"
-        out.mkdir(parents=True, exist_ok=True)
         state = getattr(model, "module", model).state_dict()  # unwrap DDP
-        torch.save({k: v.cpu() for k, v in state.items()}, out / "model.pt")
+        weights = {k: v.cpu() for k, v in state.items()}
+        atomic_write(out / "model.pt", lambda handle: torch.save(weights, handle))
         write_json(out / "model_config.json", config)
     ddp.finish()
     samples = len(x_tr) * args.epochs
@@ -193,17 +228,4 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="digits-cnn", description=__doc__)
-    p.add_argument("--output", type=Path, required=True)
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mnist-dir", type=Path, default=None)
-    p.add_argument(
-        "--augment",
-        type=int,
-        default=0,
-        help="add N shifted, noisy 32x32 copies of each training image (MNIST-scale benchmark data)",
-    )
-    return p
+    return build_parser("digits-cnn", __doc__, OPTIONS)

@@ -9,13 +9,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import random
+import shutil
+import tempfile
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any
 
+from ai_how.fsutil import atomic_write_text
 from ai_how.workloads.common import WorkloadError
 
 CHAT_TEMPLATE = (
@@ -78,17 +84,55 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def prepare_dataset(dataset: Path | None, out_dir: Path, limit: int, seed: int = 0) -> tuple[Path, Path, str]:
-    """Write train.jsonl / eval.jsonl (90/10) under ``out_dir``; return both paths and the data's sha256."""
+    """Write train.jsonl / eval.jsonl (90/10) under ``out_dir`` atomically; return both paths and the data's
+    sha256. In a data-parallel job only rank 0 calls this (``Distributed.rank_zero_prepares``)."""
     rows = read_jsonl(dataset) if dataset is not None else chatterbot_conversations()
     random.Random(seed).shuffle(rows)
     rows = rows[:limit] if limit > 0 else rows
     n_eval = max(1, len(rows) // 10)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    train_text = "".join(json.dumps(r) + "\n" for r in rows[n_eval:])
+    eval_text = "".join(json.dumps(r) + "\n" for r in rows[:n_eval])
     train_path, eval_path = out_dir / "train.jsonl", out_dir / "eval.jsonl"
-    train_path.write_text("".join(json.dumps(r) + "\n" for r in rows[n_eval:]), encoding="utf-8")
-    eval_path.write_text("".join(json.dumps(r) + "\n" for r in rows[:n_eval]), encoding="utf-8")
-    digest = hashlib.sha256(train_path.read_bytes() + eval_path.read_bytes()).hexdigest()
+    atomic_write_text(train_path, train_text)
+    atomic_write_text(eval_path, eval_text)
+    digest = hashlib.sha256((train_text + eval_text).encode("utf-8")).hexdigest()
     return train_path, eval_path, digest
+
+
+def publish_dir(
+    build: Path, target: Path, complete: tuple[str, ...] = ("config.json",), *, replace: bool = False
+) -> Path:
+    """Move a fully written directory ``build`` to ``target`` by rename, so nobody reads a half-written one.
+
+    An existing ``target`` is swapped out when ``replace`` (a rebuild). Otherwise, when another process
+    published a complete ``target`` first (a shared cache), theirs is kept and ours discarded."""
+    aside = None
+    if replace and target.exists():
+        aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        target.replace(aside / target.name)
+    try:
+        build.replace(target)
+    except OSError:
+        shutil.rmtree(build, ignore_errors=True)
+        if not all((target / name).exists() for name in complete):
+            raise
+    finally:
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+    return target
+
+
+@contextlib.contextmanager
+def _build_dir(target: Path) -> Iterator[Path]:
+    """A private directory beside ``target`` to build it in (removed when the build fails)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(build, 0o755)  # mkdtemp makes it 0700; the published model is an ordinary directory
+    try:
+        yield build
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
 
 
 # SmolLM-135M's architecture (HuggingFaceTB/SmolLM-135M config.json), for GPU runs without its weights.
@@ -154,10 +198,10 @@ def build_tiny_llama(
         tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    hf_tok.save_pretrained(out_dir)
-    return out_dir
+    with _build_dir(out_dir) as build:
+        model.save_pretrained(build)
+        hf_tok.save_pretrained(build)
+    return publish_dir(build, out_dir, replace=True)
 
 
 def smollm2_base(cache_dir: Path) -> Path:
@@ -180,8 +224,7 @@ def smollm2_base(cache_dir: Path) -> Path:
     model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = "<|endoftext|>"  # the GGUF tokenizer has none; Oumi needs one
-    tmp = target.with_name(target.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.replace(target)
-    return target
+    with _build_dir(target) as build:  # a private name: concurrent jobs never write the same files
+        model.save_pretrained(build)
+        tokenizer.save_pretrained(build)
+    return publish_dir(build, target, ("config.json", "model.safetensors"))

@@ -10,15 +10,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from ai_how.fsutil import atomic_write_text
 from ai_how.workloads import llm_data
-from ai_how.workloads.common import WorkloadError
+from ai_how.workloads.common import Distributed, WorkloadError, copy_atomic, write_json
+from ai_how.workloads.options import Option, build_parser
 
 MODELS = ("tiny-llama", "smollm2-135m", "smollm-135m-shape")
+# The job's options, declared once: the parser below and `ai-how pipeline run --set` both read them.
+OPTIONS = [
+    Option("model", "str", "tiny-llama", "base model", choices=MODELS),
+    Option("dataset", "path", None, "chat JSONL; default: chatterbot-corpus English"),
+    Option("limit", "int", 0, "use at most this many conversations (0 = all)", minimum=0, maximum=10**9),
+    Option("max_steps", "int", 120, "optimizer steps", minimum=1, maximum=10**7),
+    Option("batch_size", "int", 8, "examples per device and step", minimum=1, maximum=65536),
+    Option("lr", "float", 3e-3, "learning rate", minimum=1e-8, maximum=10),
+    Option("max_length", "int", 128, "tokens per example", minimum=8, maximum=131072),
+    Option("logging_steps", "int", 5, "steps between loss records", minimum=1, maximum=10**7),
+    Option("seed", "int", 0, "random seed", minimum=0, maximum=2**32 - 1),
+    Option("dtype", "str", "float32", "weights dtype (bfloat16 on GPUs)", choices=("float32", "bfloat16")),
+]
 # Files that make up a servable HF model directory.
 SERVABLE = (
     "config.json",
@@ -87,13 +102,9 @@ def _history(output_dir: Path) -> list[dict[str, Any]]:
     return list(json.loads(state.read_text()).get("log_history", []))
 
 
-def train(args: argparse.Namespace) -> dict[str, Any]:
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    if args.model not in MODELS:
-        raise WorkloadError(f"unknown model {args.model!r}", fix=f"use one of: {', '.join(MODELS)}")
+def prepare_inputs(args: argparse.Namespace) -> dict[str, str]:
+    """Write the shared inputs (train/eval split, base model with its tokenizer, the Oumi config) and
+    return their paths. In a data-parallel job only rank 0 runs this; the other ranks wait for it."""
     work = args.output / "work"
     train_path, eval_path, data_sha = llm_data.prepare_dataset(
         args.dataset, work / "data", args.limit, args.seed
@@ -107,11 +118,35 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     else:
         cache = Path(os.environ.get("AI_HOW_MODEL_CACHE", Path.home() / ".ai-how" / "models"))
         base = llm_data.smollm2_base(cache)
-    oumi_out = work / "oumi"
-    config = oumi_config(args, base, train_path, oumi_out)
     config_path = args.output / "oumi_train.yaml"
+    with tempfile.TemporaryDirectory(dir=args.output) as scratch:  # Oumi writes YAML to a path
+        draft = Path(scratch) / "oumi_train.yaml"
+        oumi_config(args, base, train_path, work / "oumi").to_yaml(str(draft))
+        atomic_write_text(config_path, draft.read_text(encoding="utf-8"))
+    return {
+        "train_path": str(train_path),
+        "eval_path": str(eval_path),
+        "data_sha": data_sha,
+        "base": str(base),
+        "config_path": str(config_path),
+    }
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    """Fine-tune through Oumi; under torchrun rank 0 prepares the inputs and only rank 0 writes ``model/``."""
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    if args.model not in MODELS:
+        raise WorkloadError(f"unknown model {args.model!r}", fix=f"use one of: {', '.join(MODELS)}")
     args.output.mkdir(parents=True, exist_ok=True)
-    config.to_yaml(str(config_path))
+    ddp = Distributed.from_env()
+    inputs = ddp.rank_zero_prepares(lambda: prepare_inputs(args))
+    ddp.release()  # Oumi initialises (and later destroys) its own process group
+    train_path, eval_path = Path(inputs["train_path"]), Path(inputs["eval_path"])
+    oumi_out = args.output / "work" / "oumi"
+    config = oumi_config(args, Path(inputs["base"]), train_path, oumi_out)
 
     from oumi.train import train as oumi_train
 
@@ -119,15 +154,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     oumi_train(config)
     elapsed = time.monotonic() - start
 
-    model_dir = args.output / "model"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    for name in SERVABLE:
-        if (oumi_out / name).exists():
-            shutil.copy2(oumi_out / name, model_dir / name)
-    shutil.copy2(config_path, model_dir / "oumi_train.yaml")
-    if not (model_dir / "model.safetensors").exists():
-        raise WorkloadError(f"Oumi saved no model.safetensors in {oumi_out}")
-    (model_dir / "ai_how_model.json").write_text(json.dumps({"kind": "llm", "base": args.model}) + "\n")
+    if ddp.is_main:
+        _write_model(args, oumi_out, Path(inputs["config_path"]))
     history = _history(oumi_out)
     losses = [float(h["loss"]) for h in history if "loss" in h]
     return {
@@ -149,24 +177,22 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             "train_examples": sum(1 for _ in train_path.open()),
             "eval_path": str(eval_path),
         },
-        "dataset_sha256": data_sha,
+        "dataset_sha256": inputs["data_sha"],
         "kind": "llm",
     }
 
 
+def _write_model(args: argparse.Namespace, oumi_out: Path, config_path: Path) -> None:
+    """Copy the servable files Oumi saved into ``model/`` (each file atomically), with ai-how's metadata."""
+    model_dir = args.output / "model"
+    for name in SERVABLE:
+        if (oumi_out / name).exists():
+            copy_atomic(oumi_out / name, model_dir / name)
+    copy_atomic(config_path, model_dir / "oumi_train.yaml")
+    if not (model_dir / "model.safetensors").exists():
+        raise WorkloadError(f"Oumi saved no model.safetensors in {oumi_out}")
+    write_json(model_dir / "ai_how_model.json", {"kind": "llm", "base": args.model})
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="llm-sft", description=__doc__)
-    p.add_argument("--output", type=Path, required=True)
-    p.add_argument("--model", default="tiny-llama", help=f"base model: {', '.join(MODELS)}")
-    p.add_argument(
-        "--dataset", type=Path, default=None, help="chat JSONL; default: chatterbot-corpus English"
-    )
-    p.add_argument("--limit", type=int, default=0, help="use at most this many conversations (0 = all)")
-    p.add_argument("--max-steps", type=int, default=120)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--logging-steps", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="bfloat16 on GPUs")
-    return p
+    return build_parser("llm-sft", __doc__, OPTIONS)
