@@ -14,29 +14,6 @@ from ai_how.objectstore.sync import download_verified, read_manifest, sync_direc
 from tests.services import S3Server
 
 
-@pytest.fixture
-def model_dir(tmp_path: Path) -> Path:
-    root = tmp_path / "model"
-    (root / "sub").mkdir(parents=True)
-    for i in range(6):
-        (root / f"shard-{i}.bin").write_bytes(os.urandom(50_000 + i))
-    (root / "sub" / "config.json").write_text('{"a": 1}')
-    return root
-
-
-@pytest.fixture
-def s3_config(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> StoreConfig:
-    monkeypatch.setenv("T_S3_KEY", s3_server.access_key)
-    monkeypatch.setenv("T_S3_SECRET", s3_server.secret_key)
-    return StoreConfig.model_validate(
-        {
-            "backend": "s3",
-            "endpoint": s3_server.endpoint,
-            "credentials": {"access_key_id_env": "T_S3_KEY", "secret_access_key_env": "T_S3_SECRET"},
-        }
-    )
-
-
 def test_sync_is_content_based_and_verified(model_dir: Path, s3_config: StoreConfig, tmp_path: Path) -> None:
     store, prefix = open_store(f"s3://models/sync-{tmp_path.name}/v1", s3_config)
     first = sync_directory(model_dir, store, prefix)
@@ -46,11 +23,14 @@ def test_sync_is_content_based_and_verified(model_dir: Path, s3_config: StoreCon
     # Unchanged content is detected by sha256 and not sent again.
     second = sync_directory(model_dir, store, prefix)
     assert second.uploaded == [] and len(second.skipped) == 7
-    # A changed file is re-sent; a removed one disappears from the target.
+    # A changed file is re-sent; a removed one stays in the target (reported) unless delete is asked.
     (model_dir / "shard-0.bin").write_bytes(b"new content")
     (model_dir / "shard-5.bin").unlink()
     third = sync_directory(model_dir, store, prefix)
-    assert third.uploaded == ["shard-0.bin"]
+    assert third.uploaded == ["shard-0.bin"] and third.stale == ["shard-5.bin"] and third.deleted == []
+    assert store.head(f"{prefix}/shard-5.bin") is not None
+    fourth = sync_directory(model_dir, store, prefix, delete=True)
+    assert fourth.uploaded == [] and fourth.deleted == ["shard-5.bin"]
     assert store.head(f"{prefix}/shard-5.bin") is None
     assert verify_target(store, prefix)[1] == {}
 

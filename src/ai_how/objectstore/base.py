@@ -15,10 +15,28 @@ if TYPE_CHECKING:
     from ai_how.config.models import ObjectStore as ObjectStoreConfig
 
 CHUNK = 1024 * 1024
+SIDECAR = ".ai-how-meta"  # the file:// store's metadata directory, at its root
 
 
 class ObjectStoreError(AiHowError):
     """A store operation failed (unreachable endpoint, bad credentials, missing bucket, ...)."""
+
+
+class SourceChangedError(ObjectStoreError):
+    """A source file's bytes no longer hash to its manifest entry (it changed during the sync); not retried."""
+
+    @classmethod
+    def of(cls, path: Path) -> SourceChangedError:
+        return cls(
+            f"{path} changed while it was being synced (its sha256 no longer matches the one compared)",
+            fix="sync again once nothing writes to the source directory",
+        )
+
+
+def dir_prefix(prefix: str) -> str:
+    """``prefix`` as a directory boundary: ``"a/b"`` -> ``"a/b/"`` (``""`` stays the store root)."""
+    stripped = prefix.strip("/")
+    return f"{stripped}/" if stripped else ""
 
 
 def sha256_file(path: Path) -> str:
@@ -41,15 +59,30 @@ def sha256_stream(stream: BinaryIO) -> tuple[str, int]:
 class ObjectInfo:
     key: str
     size: int
-    sha256: str | None  # as recorded at upload (metadata); None if the object carries none
+    sha256: str | None  # as recorded at upload (metadata); None if the object carries none (or not listed)
+    etag: str | None = None  # the store's entity tag, unquoted; None where the store has none
+
+
+@dataclass(frozen=True)
+class PutResult:
+    """What a store reports about an object it just wrote."""
+
+    sha256: str  # of the bytes sent, hashed as they were read
+    size: int  # bytes sent
+    etag: str | None = None
+    checksum_sha256: str | None = None  # the SHA-256 checksum the server returned (base64, "-N" if multipart)
+    confirmed: bool = False  # the server confirmed the stored bytes hash to what was sent
 
 
 class ObjectStore(Protocol):
-    """A flat key space (one bucket or one directory)."""
+    """A flat key space (one bucket or one directory); ``list`` treats its prefix as a directory."""
 
     url: str
+    default_workers: int  # files a sync sends in parallel unless told otherwise
 
-    def put_file(self, key: str, path: Path, sha256: str) -> None: ...
+    def put_file(self, key: str, path: Path, sha256: str | None = None) -> PutResult:
+        """Store ``path`` at ``key``; refuse bytes that do not hash to ``sha256`` (None: not known yet)."""
+        ...
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
 
@@ -85,6 +118,24 @@ class StoreURI:
         if not parsed.scheme:
             return cls.parse(Path(uri).expanduser().resolve().as_uri())
         raise ObjectStoreError(f"unsupported store URI {uri}", fix="use file:///dir or s3://bucket/prefix")
+
+    def scoped(self) -> StoreURI:
+        """For ``file://``: split the directory into store root + prefix, like ``s3://bucket/prefix``.
+
+        The root is the nearest enclosing directory that already holds a store (its sidecar
+        directory), else the parent directory; a directory that is itself a store root keeps an
+        empty prefix. ``s3://`` URIs are returned unchanged.
+        """
+        if self.scheme != "file":
+            return self
+        path = Path(self.bucket, self.prefix)
+        for root in (path, *path.parents):
+            if (root / SIDECAR).is_dir():
+                rel = path.relative_to(root).as_posix()
+                return StoreURI("file", str(root), "" if rel == "." else rel)
+        if path.parent == path:
+            return StoreURI("file", str(path), "")
+        return StoreURI("file", str(path.parent), path.name)
 
     def join(self, *parts: str) -> StoreURI:
         prefix = "/".join(p.strip("/") for p in (self.prefix, *parts) if p.strip("/"))

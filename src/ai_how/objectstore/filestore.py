@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
-import shutil
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from ai_how.fsutil import atomic_write
-from ai_how.objectstore.base import ObjectInfo, ObjectStoreError
+from ai_how.objectstore.base import (
+    CHUNK,
+    SIDECAR,
+    ObjectInfo,
+    ObjectStoreError,
+    PutResult,
+    SourceChangedError,
+    dir_prefix,
+)
 
-_META = ".ai-how-meta"  # sidecar directory: <root>/.ai-how-meta/<key>.json holds {"sha256", "size"}
+_META = SIDECAR  # sidecar directory: <root>/.ai-how-meta/<key>.json holds {"sha256", "size"}
+
+
+def _is_temp(name: str) -> bool:
+    """A temporary file of an atomic write in progress (``.<name>.<random>.tmp``)."""
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 class FileStore:
+    default_workers = 8
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.url = root.as_uri()
@@ -29,23 +45,37 @@ class FileStore:
     def _meta_path(self, key: str) -> Path:
         return self.root / _META / f"{key}.json"
 
-    def put_file(self, key: str, path: Path, sha256: str) -> None:
+    def _write_meta(self, key: str, sha256: str, size: int) -> None:
+        meta = json.dumps({"sha256": sha256, "size": size}).encode()
+        atomic_write(self._meta_path(key), lambda out: out.write(meta))
+
+    def put_file(self, key: str, path: Path, sha256: str | None = None) -> PutResult:
+        """Copy ``path`` to ``key``, hashing the bytes copied: a source that changed is refused, not stored."""
         target = self._path(key)
-        try:
+        digest, size = hashlib.sha256(), 0
+
+        def copy(out: BinaryIO) -> None:
+            nonlocal size
             with path.open("rb") as source:
-                atomic_write(target, lambda out: shutil.copyfileobj(source, out, 1024 * 1024))
-            meta = json.dumps({"sha256": sha256, "size": path.stat().st_size}).encode()
-            atomic_write(self._meta_path(key), lambda out: out.write(meta))
+                while block := source.read(CHUNK):
+                    digest.update(block)
+                    size += len(block)
+                    out.write(block)
+            if sha256 is not None and digest.hexdigest() != sha256:
+                raise SourceChangedError.of(path)
+
+        try:
+            atomic_write(target, copy)
+            self._write_meta(key, digest.hexdigest(), size)
         except OSError as exc:
             raise ObjectStoreError(f"cannot write {target}: {exc.strerror}") from None
+        # No server vouches for the bytes (confirmed=False): the caller reads them back.
+        return PutResult(digest.hexdigest(), size)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        import hashlib
-
         target = self._path(key)
         atomic_write(target, lambda out: out.write(data))
-        meta = json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}).encode()
-        atomic_write(self._meta_path(key), lambda out: out.write(meta))
+        self._write_meta(key, hashlib.sha256(data).hexdigest(), len(data))
 
     def head(self, key: str) -> ObjectInfo | None:
         path = self._path(key)
@@ -67,15 +97,24 @@ class FileStore:
             raise ObjectStoreError(f"object {key} not found in {self.url}") from None
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        base = self.root / prefix if prefix else self.root
-        if not base.exists():
+        """Objects under the directory ``prefix`` (``m/v1`` never lists ``m/v10/...``)."""
+        start = dir_prefix(prefix)
+        base = self.root / start if start else self.root
+        if not base.is_dir():
             return
-        for path in sorted(base.rglob("*")):
-            rel = path.relative_to(self.root).as_posix()
-            if path.is_file() and not rel.startswith(_META + "/") and not path.name.startswith("."):
-                info = self.head(rel)
-                if info is not None:
-                    yield info
+        for dirpath, dirnames, filenames in os.walk(base):
+            here = Path(dirpath)
+            if here == self.root:
+                dirnames[:] = [d for d in dirnames if d != _META]
+            dirnames.sort()
+            for name in sorted(filenames):
+                if _is_temp(name):
+                    continue
+                rel = (here / name).relative_to(self.root).as_posix()
+                if rel.startswith(start):
+                    info = self.head(rel)
+                    if info is not None:
+                        yield info
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

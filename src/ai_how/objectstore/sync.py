@@ -2,29 +2,50 @@
 
 Per sync target (one model version) the store holds the files plus ``manifest.json``
 (path → sha256, size), written last: a target with a manifest is complete.
-Files are compared by content (sha256), never by ETag or mtime. Every upload is
-verified by reading the object back and hashing it. Progress is recorded in a
-local sync-state file after each verified file, so an interrupted sync resumes
-without re-sending what was already verified.
+Files are compared by content (sha256), never by mtime. Every upload is verified: by the
+server's SHA-256 checksum where the store confirms it on write, else by reading the object
+back and hashing it. Progress is recorded in a local sync-state file (in batches, see
+``_SyncState``), so an interrupted sync resumes without re-sending what was already verified.
+
+A prefix is a directory: syncing ``m/v1`` never lists, touches or deletes ``m/v10/...``.
+Objects under the prefix that are not in the source are removed only when asked (``delete``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import random
+import stat
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ai_how.failpoints import failpoint
-from ai_how.fsutil import atomic_write_text
-from ai_how.objectstore.base import ObjectStore, ObjectStoreError, sha256_file, sha256_stream
+from ai_how.fsutil import atomic_write, atomic_write_text
+from ai_how.objectstore.base import (
+    CHUNK,
+    ObjectInfo,
+    ObjectStore,
+    ObjectStoreError,
+    PutResult,
+    SourceChangedError,
+    dir_prefix,
+    sha256_file,
+    sha256_stream,
+)
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
+_SHA256_HEX = frozenset("0123456789abcdef")
+_UNTRUSTED_FIX = (
+    "the manifest was not written by ai-how or was altered: re-sync the version from its source "
+    "(`ai-how sync SRC DEST` or `ai-how pipeline run --resume RUN`)"
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +55,87 @@ class ManifestEntry:
     size: int
 
 
+def unsafe_path_reason(path: object) -> str | None:
+    """Why ``path`` is not a safe relative POSIX path inside a target, or None when it is."""
+    if not isinstance(path, str) or not path:
+        return "empty path"
+    if "\\" in path:
+        return "backslash in path"
+    if "\x00" in path:
+        return "NUL byte in path"
+    if path.startswith("/"):
+        return "absolute path"
+    parts = path.split("/")
+    if ".." in parts:
+        return "'..' segment"
+    if any(part in ("", ".") for part in parts):
+        return "empty or '.' segment"
+    if path == MANIFEST:
+        return f"the manifest cannot list itself ({MANIFEST})"
+    return None
+
+
+def _check_entry(raw: Any, seen: set[str], where: str) -> ManifestEntry:
+    """One manifest entry, validated as untrusted input."""
+    if not isinstance(raw, dict):
+        raise ObjectStoreError(f"manifest at {where}: entry {raw!r} is not an object", fix=_UNTRUSTED_FIX)
+    path = raw.get("path")
+    reason = unsafe_path_reason(path)
+    if reason is None and path in seen:
+        reason = "duplicate entry"
+    if reason is not None or not isinstance(path, str):
+        raise ObjectStoreError(
+            f"manifest at {where}: entry {path!r} is refused ({reason})", fix=_UNTRUSTED_FIX
+        )
+    sha, size = raw.get("sha256"), raw.get("size")
+    if not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= _SHA256_HEX):
+        raise ObjectStoreError(
+            f"manifest at {where}: entry {path!r} has no valid sha256 (64 lowercase hex digits)",
+            fix=_UNTRUSTED_FIX,
+        )
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ObjectStoreError(
+            f"manifest at {where}: entry {path!r} has no valid size (an integer >= 0)", fix=_UNTRUSTED_FIX
+        )
+    seen.add(path)
+    return ManifestEntry(path, sha, size)
+
+
+def _source_files(root: Path) -> Iterable[tuple[str, Path, int]]:
+    """(relative POSIX path, path, size) of every regular file under ``root``; links and special files refused."""
+    pending = [("", os.fspath(root))]
+    while pending:
+        rel_dir, directory = pending.pop()
+        try:
+            with os.scandir(directory) as scan:
+                entries = sorted(scan, key=lambda e: e.name)
+        except OSError as exc:
+            raise ObjectStoreError(f"cannot read {directory} in the sync source: {exc.strerror}") from None
+        for entry in entries:
+            rel = f"{rel_dir}{entry.name}"
+            mode = entry.stat(follow_symlinks=False)
+            if stat.S_ISLNK(mode.st_mode):
+                raise ObjectStoreError(
+                    f"sync source {root} contains a symlink: {rel}",
+                    fix="replace the link with the file or directory it points to (a synced target holds "
+                    "regular files only)",
+                )
+            if stat.S_ISDIR(mode.st_mode):
+                pending.append((f"{rel}/", entry.path))
+                continue
+            if not stat.S_ISREG(mode.st_mode):
+                raise ObjectStoreError(
+                    f"sync source {root} contains {rel}, which is not a regular file",
+                    fix="remove it from the source directory",
+                )
+            reason = unsafe_path_reason(rel)
+            if reason is not None and rel != MANIFEST:
+                raise ObjectStoreError(
+                    f"sync source {root}: {rel!r} cannot be synced ({reason})", fix="rename the file"
+                )
+            yield rel, Path(entry.path), mode.st_size
+
+
 @dataclass
 class Manifest:
     files: dict[str, ManifestEntry]
@@ -41,12 +143,13 @@ class Manifest:
 
     @classmethod
     def of_directory(cls, root: Path, meta: dict[str, Any] | None = None) -> Manifest:
+        """Hash every regular file under ``root`` (a symlink or special file is refused)."""
         files = {}
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            rel = path.relative_to(root).as_posix()
-            if rel == MANIFEST:
-                continue
-            files[rel] = ManifestEntry(rel, sha256_file(path), path.stat().st_size)
+        for rel, path, _size in sorted(_source_files(root)):
+            if rel != MANIFEST:
+                with path.open("rb") as stream:
+                    digest, size = sha256_stream(stream)
+                files[rel] = ManifestEntry(rel, digest, size)
         return cls(files, meta or {})
 
     def to_bytes(self) -> bytes:
@@ -59,12 +162,19 @@ class Manifest:
 
     @classmethod
     def from_bytes(cls, raw: bytes, where: str) -> Manifest:
+        """Parse a manifest as untrusted input: unsafe, empty or duplicate paths are refused."""
         try:
             data = json.loads(raw)
-            files = {f["path"]: ManifestEntry(f["path"], f["sha256"], int(f["size"])) for f in data["files"]}
+            items, meta = data["files"], data.get("meta", {})
         except (ValueError, KeyError, TypeError) as exc:
-            raise ObjectStoreError(f"manifest at {where} is unreadable ({exc})") from None
-        return cls(files, data.get("meta", {}))
+            raise ObjectStoreError(f"manifest at {where} is unreadable ({exc})", fix=_UNTRUSTED_FIX) from None
+        if not isinstance(items, list) or not isinstance(meta, dict):
+            raise ObjectStoreError(
+                f"manifest at {where} is unreadable (no list of files)", fix=_UNTRUSTED_FIX
+            )
+        seen: set[str] = set()
+        entries = [_check_entry(item, seen, where) for item in items]
+        return cls({e.path: e for e in entries}, meta)
 
     @property
     def digest(self) -> str:
@@ -79,6 +189,8 @@ class Manifest:
 class SyncReport:
     uploaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)  # under the prefix but not in the source
+    deleted: list[str] = field(default_factory=list)  # the stale objects removed (only with delete=True)
     bytes_uploaded: int = 0
     manifest_digest: str = ""
     duration_s: float = 0.0
@@ -87,6 +199,8 @@ class SyncReport:
         return {
             "uploaded": self.uploaded,
             "skipped": self.skipped,
+            "stale": self.stale,
+            "deleted": self.deleted,
             "bytes_uploaded": self.bytes_uploaded,
             "manifest_digest": self.manifest_digest,
             "duration_s": round(self.duration_s, 3),
@@ -94,7 +208,7 @@ class SyncReport:
 
 
 def _key(prefix: str, rel: str) -> str:
-    return f"{prefix.strip('/')}/{rel}" if prefix.strip("/") else rel
+    return f"{dir_prefix(prefix)}{rel}"
 
 
 def retry(action: Callable[[], Any], what: str, attempts: int = 4, base_s: float = 0.5) -> Any:
@@ -102,6 +216,8 @@ def retry(action: Callable[[], Any], what: str, attempts: int = 4, base_s: float
     for attempt in range(1, attempts + 1):
         try:
             return action()
+        except SourceChangedError:
+            raise  # sending the same file again cannot help
         except ObjectStoreError as exc:
             if attempt == attempts or "credentials" in exc.message:
                 raise
@@ -124,25 +240,175 @@ def verify_object(store: ObjectStore, key: str, entry: ManifestEntry) -> str | N
 
 
 class _SyncState:
-    """Which files of a target are verified in the store; persisted after each file."""
+    """Which files of a target are verified in the store, persisted in batches.
+
+    Each record is {sha256, etag, checksum} as the store returned them at upload. The file is
+    rewritten atomically: after each of the first files one by one, then once the unrecorded
+    files reach 1/8 of those recorded (at most ``MAX_BATCH``), ``MAX_BYTES`` or ``MAX_AGE_S``,
+    and always at the end or on failure. A crash loses at most that batch, which the next run
+    checks again; a file is skipped only when its record matches AND the object is there with
+    the same size (and entity tag, where the store has them).
+    """
+
+    ONE_BY_ONE = 8
+    MAX_BATCH = 256
+    MAX_BYTES = 64 * 1024 * 1024
+    MAX_AGE_S = 2.0
 
     def __init__(self, path: Path | None, target: str) -> None:
         self.path, self.target = path, target
-        self.verified: dict[str, str] = {}
+        self.verified: dict[str, dict[str, str | None]] = {}
+        self._recorded = 0  # records on disk
+        self._pending_bytes = 0
+        self._last_flush = time.monotonic()
         if path is not None and path.exists():
             try:
                 data = json.loads(path.read_text())
-                if data.get("target") == target:
-                    self.verified = dict(data.get("verified", {}))
-            except ValueError:
-                self.verified = {}
+            except (ValueError, OSError):
+                data = {}
+            if isinstance(data, dict) and data.get("target") == target:
+                self.verified = self._records(data.get("verified"))
+                self._recorded = len(self.verified)
 
-    def mark(self, rel: str, sha: str) -> None:
-        self.verified[rel] = sha
-        if self.path is not None:
-            atomic_write_text(
-                self.path, json.dumps({"target": self.target, "verified": self.verified}, indent=1)
-            )
+    @staticmethod
+    def _records(raw: Any) -> dict[str, dict[str, str | None]]:
+        records: dict[str, dict[str, str | None]] = {}
+        for rel, value in raw.items() if isinstance(raw, dict) else ():
+            if isinstance(value, str):  # format of earlier versions: rel -> sha256
+                records[rel] = {"sha256": value, "etag": None, "checksum": None}
+            elif isinstance(value, dict) and isinstance(value.get("sha256"), str):
+                records[rel] = {k: value.get(k) for k in ("sha256", "etag", "checksum")}
+        return records
+
+    def vouches(self, entry: ManifestEntry, info: ObjectInfo) -> bool:
+        """This run or an earlier one verified ``entry``'s content at the object ``info`` describes."""
+        record = self.verified.get(entry.path)
+        if record is None or record["sha256"] != entry.sha256 or info.size != entry.size:
+            return False
+        return record["etag"] is None or info.etag is None or record["etag"] == info.etag
+
+    def covers(self, manifest: Manifest) -> bool:
+        return all(
+            (r := self.verified.get(rel)) is not None and r["sha256"] == e.sha256
+            for rel, e in manifest.files.items()
+        )
+
+    def mark(
+        self, entry: ManifestEntry, etag: str | None, checksum: str | None, *, flush: bool = True
+    ) -> None:
+        self.verified[entry.path] = {"sha256": entry.sha256, "etag": etag, "checksum": checksum}
+        self._pending_bytes += entry.size
+        if flush and self._due():
+            self.flush()
+
+    def _due(self) -> bool:
+        pending = len(self.verified) - self._recorded
+        batch = 1 if self._recorded < self.ONE_BY_ONE else min(self.MAX_BATCH, self._recorded // 8)
+        return (
+            pending >= batch
+            or self._pending_bytes >= self.MAX_BYTES
+            or time.monotonic() - self._last_flush >= self.MAX_AGE_S
+        )
+
+    def flush(self) -> None:
+        if self.path is None or len(self.verified) == self._recorded:
+            return
+        state = {"target": self.target, "verified": self.verified}
+        atomic_write_text(self.path, json.dumps(state, separators=(",", ":")))
+        self._recorded, self._pending_bytes = len(self.verified), 0
+        self._last_flush = time.monotonic()
+
+
+@dataclass
+class _Item:
+    """A source file on its way to the store; its entry is known once hashed (up front or by its upload)."""
+
+    rel: str
+    path: Path
+    size: int
+    entry: ManifestEntry | None = None
+
+    def hashed(self) -> ManifestEntry:
+        if self.entry is None:
+            with self.path.open("rb") as stream:
+                digest, self.size = sha256_stream(stream)
+            self.entry = ManifestEntry(self.rel, digest, self.size)
+        return self.entry
+
+
+def _manifest(items: dict[str, _Item], meta: dict[str, Any] | None) -> Manifest:
+    return Manifest({rel: item.hashed() for rel, item in sorted(items.items())}, meta or {})
+
+
+@dataclass
+class _Plan:
+    """What a sync does with each file, decided from one listing of the target."""
+
+    skip: dict[str, ObjectInfo] = field(default_factory=dict)  # verified already: no request
+    check: list[_Item] = field(default_factory=list)  # same size, content unknown there: HEAD decides
+    upload: list[_Item] = field(default_factory=list)  # not there, or other content
+
+
+def _plan(
+    items: dict[str, _Item], listing: dict[str, ObjectInfo], state: _SyncState, remote: Manifest | None
+) -> _Plan:
+    plan = _Plan()
+    for rel, item in items.items():
+        info = listing.get(rel)
+        if info is None or info.size != item.size:
+            plan.upload.append(item)  # hashed while it is sent
+            continue
+        entry = item.hashed()  # the same size is there: the content decides
+        if state.vouches(entry, info):
+            plan.skip[rel] = info
+        elif remote is not None and remote.files.get(rel) == entry:
+            plan.skip[rel] = info  # the previous complete sync of this target verified this content
+        elif info.sha256 == entry.sha256:
+            plan.skip[rel] = info  # the store recorded this content's sha256 at its upload
+        elif info.sha256 is not None:
+            plan.upload.append(item)
+        else:
+            plan.check.append(item)
+    return plan
+
+
+def _remote_manifest(store: ObjectStore, prefix: str) -> Manifest | None:
+    """The target's current manifest; None when absent or unusable (it is about to be replaced)."""
+    key = _key(prefix, MANIFEST)
+    if store.head(key) is None:
+        return None
+    try:
+        with store.open(key) as stream:
+            return Manifest.from_bytes(stream.read(), f"{store.url}/{key}")
+    except ObjectStoreError:
+        return None
+
+
+def _refuse_root_delete(store: ObjectStore, prefix: str) -> None:
+    if not prefix.strip("/"):
+        raise ObjectStoreError(
+            f"refusing to delete stale objects at the root of {store.url}: every other target there would go",
+            fix="sync into a prefix (s3://bucket/PREFIX, file:///dir/PREFIX) or leave out --delete",
+        )
+
+
+def _source_items(source: Path) -> dict[str, _Item]:
+    if not source.is_dir():
+        raise ObjectStoreError(f"sync source {source} is not a directory", fix="check the path")
+    items = {rel: _Item(rel, path, size) for rel, path, size in _source_files(source) if rel != MANIFEST}
+    if not items:
+        raise ObjectStoreError(f"sync source {source} is empty")
+    return items
+
+
+def _unchanged(items: dict[str, _Item], remote: Manifest | None) -> Manifest | None:
+    """The source's manifest when it equals ``remote`` (sizes first, then content); else None."""
+    if remote is None or set(items) != set(remote.files):
+        return None
+    if any(item.size != remote.files[rel].size for rel, item in items.items()):
+        return None
+    manifest = _manifest(items, remote.meta)
+    return manifest if manifest.digest == remote.digest else None
 
 
 def sync_directory(
@@ -152,85 +418,127 @@ def sync_directory(
     *,
     state_path: Path | None = None,
     meta: dict[str, Any] | None = None,
-    workers: int = 8,
+    workers: int | None = None,
     on_file: Callable[[str, str], None] | None = None,
+    delete: bool = False,
 ) -> SyncReport:
-    """Make ``prefix`` in ``store`` an exact, verified copy of ``source``; return what was done."""
-    if not source.is_dir():
-        raise ObjectStoreError(f"sync source {source} is not a directory", fix="check the path")
+    """Make the directory ``prefix`` in ``store`` a verified copy of ``source``; return what was done.
+
+    Objects under ``prefix`` that are not in ``source`` are removed only with ``delete`` (never at
+    the store root). ``on_file(path, outcome)`` sees "uploaded", "skipped" and, before a removal, "delete".
+    Each file is read once where it must be sent anyway (hashed while it is sent).
+    """
+    if delete:
+        _refuse_root_delete(store, prefix)
     start = time.monotonic()
-    manifest = Manifest.of_directory(source, meta)
-    if not manifest.files:
-        raise ObjectStoreError(f"sync source {source} is empty")
-    target = f"{store.url}/{prefix}"
-    state = _SyncState(state_path, target)
-    report = SyncReport(manifest_digest=manifest.digest)
+    items = _source_items(source)
+    base = dir_prefix(prefix)
+    state = _SyncState(state_path, f"{store.url}/{base.rstrip('/')}")
+    report = SyncReport()
+    remote = _remote_manifest(store, prefix)
+    same = _unchanged(items, remote)
+    if same is not None and not delete and state.covers(same):
+        report.manifest_digest = same.digest
+        return _finish(report, start, skipped=same.files)  # no-op: nothing listed, nothing sent
 
-    def needs_upload(entry: ManifestEntry) -> bool:
-        info = store.head(_key(prefix, entry.path))
-        if info is None or info.size != entry.size:
-            return True
-        if state.verified.get(entry.path) == entry.sha256:
-            return False  # verified by an earlier (interrupted) run of this sync
-        # Same content already there (sha256 recorded at its upload) counts as unchanged; a full
-        # read-back of every object is `ai-how pipeline verify`'s job.
-        return info.sha256 != entry.sha256
+    listing = {info.key[len(base) :]: info for info in store.list(base) if info.key.startswith(base)}
+    report.stale = sorted(rel for rel in listing if rel != MANIFEST and rel not in items)
+    plan = _plan(items, listing, state, remote)
+    for rel, info in plan.skip.items():
+        entry = items[rel].hashed()
+        if not state.vouches(entry, info):
+            state.mark(entry, info.etag, None, flush=False)
+        if on_file is not None:
+            on_file(rel, "skipped")
+    state.flush()
+    complete = same is not None and not plan.check and not plan.upload  # manifest and objects match
+    try:
+        if not complete:
+            if remote is not None or MANIFEST in listing:
+                store.delete(_key(prefix, MANIFEST))  # an interrupted sync must never look complete
+            _transfer(store, prefix, plan, state, report, workers or store.default_workers, on_file)
+        if delete:
+            _delete_stale(store, prefix, report, on_file)
+        manifest = _manifest(items, meta)
+        if not complete:
+            retry(lambda: store.put_bytes(_key(prefix, MANIFEST), manifest.to_bytes()), "manifest")
+    finally:
+        state.flush()
+    report.manifest_digest = manifest.digest
+    return _finish(report, start, skipped=[*report.skipped, *plan.skip])
 
-    def upload(entry: ManifestEntry) -> str:
-        key = _key(prefix, entry.path)
-        if not retry(lambda: needs_upload(entry), f"head {key}"):
-            return "skipped"
 
-        def put_and_verify() -> None:
-            store.put_file(key, source / entry.path, entry.sha256)
-            problem = verify_object(store, key, entry)
+def _delete_stale(
+    store: ObjectStore, prefix: str, report: SyncReport, on_file: Callable[[str, str], None] | None
+) -> None:
+    """Remove the objects under ``prefix`` that the source no longer has (listed before the sync began)."""
+    for rel in report.stale:
+        if on_file is not None:
+            on_file(rel, "delete")
+        key = _key(prefix, rel)
+        retry(functools.partial(store.delete, key), f"delete {key}")
+        report.deleted.append(rel)
+
+
+def _finish(report: SyncReport, start: float, *, skipped: Iterable[str]) -> SyncReport:
+    report.skipped = sorted(skipped)
+    report.uploaded.sort()
+    report.duration_s = time.monotonic() - start
+    return report
+
+
+def _transfer(
+    store: ObjectStore,
+    prefix: str,
+    plan: _Plan,
+    state: _SyncState,
+    report: SyncReport,
+    workers: int,
+    on_file: Callable[[str, str], None] | None,
+) -> None:
+    """Send what the plan says (HEAD first for the unknowns) in parallel; stop at the first failure."""
+
+    def put_verified(item: _Item) -> PutResult:
+        key = _key(prefix, item.rel)
+        result = store.put_file(key, item.path, item.entry.sha256 if item.entry else None)
+        if not result.confirmed:  # no server checksum: read the object back
+            problem = verify_object(store, key, ManifestEntry(item.rel, result.sha256, result.size))
             if problem is not None:
                 raise ObjectStoreError(f"verification of {key} failed after upload: {problem}")
+        return result
 
-        retry(put_and_verify, f"upload {key}")
-        return "uploaded"
-
-    # The manifest is removed first so that an interrupted sync never looks complete.
-    old = store.head(_key(prefix, MANIFEST))
-    if old is not None:
-        with store.open(_key(prefix, MANIFEST)) as stream:
-            if Manifest.from_bytes(stream.read(), target).digest == manifest.digest and all(
-                state.verified.get(rel) == e.sha256 for rel, e in manifest.files.items()
-            ):
-                report.skipped = sorted(manifest.files)
-                report.duration_s = time.monotonic() - start
-                return report
-        store.delete(_key(prefix, MANIFEST))
+    def run(item: _Item, known: bool) -> tuple[str, PutResult]:
+        key = _key(prefix, item.rel)
+        if not known:
+            info = retry(lambda: store.head(key), f"head {key}")
+            entry = item.hashed()
+            if info is not None and info.size == entry.size and info.sha256 == entry.sha256:
+                return "skipped", PutResult(entry.sha256, entry.size, info.etag)  # same content there
+        return "uploaded", retry(lambda: put_verified(item), f"upload {key}")
 
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
     try:
-        futures = {pool.submit(upload, entry): entry for entry in manifest.files.values()}
+        futures: dict[Future[tuple[str, PutResult]], _Item] = {
+            pool.submit(run, item, known): item
+            for item, known in [*((i, False) for i in plan.check), *((i, True) for i in plan.upload)]
+        }
         for future in as_completed(futures):
-            entry = futures[future]
-            outcome = future.result()
-            state.mark(entry.path, entry.sha256)
+            item = futures[future]
+            outcome, result = future.result()
+            item.entry, item.size = ManifestEntry(item.rel, result.sha256, result.size), result.size
+            state.mark(item.entry, result.etag, result.checksum_sha256)
             if outcome == "uploaded":
-                report.uploaded.append(entry.path)
-                report.bytes_uploaded += entry.size
+                report.uploaded.append(item.rel)
+                report.bytes_uploaded += result.size
             else:
-                report.skipped.append(entry.path)
+                report.skipped.append(item.rel)
             if on_file is not None:
-                on_file(entry.path, outcome)
+                on_file(item.rel, outcome)
             failpoint("sync.file_done")
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)  # stop at the first failure; queued files are not sent
         raise
     pool.shutdown()
-    # Files in the target that are not in the manifest (from an older version) are removed.
-    for info in list(store.list(prefix)):
-        rel = info.key[len(prefix.strip("/")) + 1 :] if prefix.strip("/") else info.key
-        if rel != MANIFEST and rel not in manifest.files:
-            store.delete(info.key)
-    retry(lambda: store.put_bytes(_key(prefix, MANIFEST), manifest.to_bytes()), "manifest")
-    report.uploaded.sort()
-    report.skipped.sort()
-    report.duration_s = time.monotonic() - start
-    return report
 
 
 def read_manifest(store: ObjectStore, prefix: str) -> Manifest:
@@ -255,26 +563,61 @@ def verify_target(store: ObjectStore, prefix: str) -> tuple[Manifest, dict[str, 
     return manifest, problems
 
 
+def _inside(dest: Path, rel: str, where: str) -> Path:
+    """``dest/rel``, refused unless it stays inside ``dest`` (resolved) once symlinks are resolved."""
+    reason = unsafe_path_reason(rel)
+    target = dest / rel
+    parent = target.parent.resolve()
+    if reason is None and parent != dest and dest not in parent.parents:
+        reason = "it leads outside the destination"
+    if reason is not None:
+        raise ObjectStoreError(
+            f"manifest at {where}: entry {rel!r} is refused ({reason})", fix=_UNTRUSTED_FIX
+        )
+    return target
+
+
+def _matches(path: Path, entry: ManifestEntry) -> bool:
+    return path.is_file() and path.stat().st_size == entry.size and sha256_file(path) == entry.sha256
+
+
 def download_verified(store: ObjectStore, prefix: str, dest: Path) -> Manifest:
-    """Download a synced target into ``dest``, verifying every file against the manifest."""
+    """Download a synced target into ``dest``, verifying every file against the manifest.
+
+    Nothing is ever written outside ``dest``; each file appears atomically (a uniquely named
+    temporary file beside it, removed on failure) and only once its sha256 matched.
+    """
     manifest = read_manifest(store, prefix)
+    where = f"{store.url}/{_key(prefix, MANIFEST)}"
     dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    targets = {rel: _inside(root, rel, where) for rel in manifest.files}  # all checked before any write
     for entry in manifest.files.values():
-        target = dest / entry.path
-        if target.exists() and target.stat().st_size == entry.size and sha256_file(target) == entry.sha256:
+        target = targets[entry.path]
+        if not target.is_symlink() and _matches(target, entry):
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.part")
-        with store.open(_key(prefix, entry.path)) as stream, tmp.open("wb") as out:
-            while block := stream.read(1024 * 1024):
-                out.write(block)
-        digest = sha256_file(tmp)
-        if digest != entry.sha256:
-            tmp.unlink(missing_ok=True)
-            raise ObjectStoreError(
-                f"{entry.path} in {store.url}/{prefix} is corrupt: sha256 {digest[:16]}… does not match "
-                f"the manifest's {entry.sha256[:16]}…",
-                fix="re-sync this model version (`ai-how sync` or `ai-how pipeline run --resume RUN`)",
+        _inside(root, entry.path, where)  # again, now that its directories exist
+        with store.open(_key(prefix, entry.path)) as stream:
+            # A symlink at the target is replaced (rename does not follow it), never written through.
+            atomic_write(
+                target, functools.partial(_copy_checked, stream, entry=entry, where=f"{store.url}/{prefix}")
             )
-        tmp.replace(target)
     return manifest
+
+
+def _copy_checked(stream: BinaryIO, out: BinaryIO, *, entry: ManifestEntry, where: str) -> None:
+    """Copy ``stream`` into ``out``, hashing it; raise (so nothing is kept) unless it matches ``entry``."""
+    import hashlib
+
+    digest, size = hashlib.sha256(), 0
+    while block := stream.read(CHUNK):
+        digest.update(block)
+        size += len(block)
+        out.write(block)
+    if size != entry.size or digest.hexdigest() != entry.sha256:
+        raise ObjectStoreError(
+            f"{entry.path} in {where} is corrupt: sha256 {digest.hexdigest()[:16]}… does not match "
+            f"the manifest's {entry.sha256[:16]}…",
+            fix="re-sync this model version (`ai-how sync` or `ai-how pipeline run --resume RUN`)",
+        )

@@ -192,6 +192,7 @@ def sync(ctx: StageContext) -> dict[str, Any]:
         store,
         prefix,
         state_path=ctx.run_dir / "sync-state.json",
+        delete=True,  # prune stale files, only inside this version's own prefix
         meta={
             "model_name": reg["model_name"],
             "version": reg["version"],
