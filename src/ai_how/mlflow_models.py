@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ai_how.errors import AiHowError
-from ai_how.objectstore.sync import Manifest
+from ai_how.objectstore.manifest import Manifest
 
 if TYPE_CHECKING:
     import numpy as np

@@ -165,7 +165,7 @@ class Tracker:
         Logging the same files again for the same run returns the model already logged.
         """
         from ai_how import mlflow_models
-        from ai_how.objectstore.sync import Manifest
+        from ai_how.objectstore.manifest import Manifest
 
         if kind not in mlflow_models.KINDS:
             raise TrackingError(

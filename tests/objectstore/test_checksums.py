@@ -16,7 +16,8 @@ from ai_how.config.models import ObjectStore as StoreConfig
 from ai_how.failpoints import FailpointError
 from ai_how.objectstore.base import SourceChangedError, open_store
 from ai_how.objectstore.s3store import S3Store
-from ai_how.objectstore.sync import read_manifest, sync_directory, verify_target
+from ai_how.objectstore.sync import sync_directory
+from ai_how.objectstore.verified import read_manifest, verify_target
 from tests.services import S3Server
 
 
@@ -142,7 +143,8 @@ def test_resume_resends_what_changed_in_the_store_since_it_was_recorded(
 
 
 def test_state_is_written_in_batches_but_the_first_files_one_by_one(tmp_path: Path) -> None:
-    from ai_how.objectstore.sync import ManifestEntry, _SyncState
+    from ai_how.objectstore.manifest import ManifestEntry
+    from ai_how.objectstore.sync import _SyncState
 
     path = tmp_path / "state.json"
     state = _SyncState(path, "target")

@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 from ai_how.cli.main import app
 from ai_how.config.models import ObjectStore as StoreConfig
 from ai_how.objectstore.base import ObjectStore, ObjectStoreError, open_store
-from ai_how.objectstore.sync import Manifest, download_verified, sync_directory
+from ai_how.objectstore.manifest import Manifest
+from ai_how.objectstore.sync import sync_directory
+from ai_how.objectstore.verified import download_verified
 from tests.services import S3Server
 
 runner = CliRunner()

@@ -10,7 +10,8 @@ import pytest
 from ai_how.config.models import ObjectStore as StoreConfig
 from ai_how.failpoints import FailpointError
 from ai_how.objectstore.base import ObjectStoreError, open_store
-from ai_how.objectstore.sync import download_verified, read_manifest, sync_directory, verify_target
+from ai_how.objectstore.sync import sync_directory
+from ai_how.objectstore.verified import download_verified, read_manifest, verify_target
 from tests.services import S3Server
 
 

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from ai_how.mlflow_models import MANIFEST_NAME, verify_manifest
-from ai_how.objectstore.sync import Manifest
+from ai_how.objectstore.manifest import Manifest
 from ai_how.tracking import PRODUCTION, Tracker, TrackingError
 from tests.services import BIN, free_port, make_env
 

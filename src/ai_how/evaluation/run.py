@@ -12,7 +12,7 @@ from ai_how.errors import AiHowError
 from ai_how.fsutil import atomic_write_text
 from ai_how.layout import Layout
 from ai_how.objectstore.base import open_store
-from ai_how.objectstore.sync import download_verified
+from ai_how.objectstore.verified import download_verified
 from ai_how.pipeline.inputs import check_model_name
 from ai_how.pipeline.operations import production_model
 from ai_how.tracking import Tracker, tracking_uri_of

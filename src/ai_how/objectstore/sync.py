@@ -15,174 +15,27 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import random
-import stat
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ai_how.failpoints import failpoint
-from ai_how.fsutil import atomic_write, atomic_write_text
+from ai_how.fsutil import atomic_write_text
 from ai_how.objectstore.base import (
-    CHUNK,
     ObjectInfo,
     ObjectStore,
     ObjectStoreError,
     PutResult,
     SourceChangedError,
     dir_prefix,
-    sha256_file,
     sha256_stream,
 )
-
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = 1
-_SHA256_HEX = frozenset("0123456789abcdef")
-_UNTRUSTED_FIX = (
-    "the manifest was not written by ai-how or was altered: re-sync the version from its source "
-    "(`ai-how sync SRC DEST` or `ai-how pipeline run --resume RUN`)"
-)
-
-
-@dataclass(frozen=True)
-class ManifestEntry:
-    path: str
-    sha256: str
-    size: int
-
-
-def unsafe_path_reason(path: object) -> str | None:
-    """Why ``path`` is not a safe relative POSIX path inside a target, or None when it is."""
-    if not isinstance(path, str) or not path:
-        return "empty path"
-    if "\\" in path:
-        return "backslash in path"
-    if "\x00" in path:
-        return "NUL byte in path"
-    if path.startswith("/"):
-        return "absolute path"
-    parts = path.split("/")
-    if ".." in parts:
-        return "'..' segment"
-    if any(part in ("", ".") for part in parts):
-        return "empty or '.' segment"
-    if path == MANIFEST:
-        return f"the manifest cannot list itself ({MANIFEST})"
-    return None
-
-
-def _check_entry(raw: Any, seen: set[str], where: str) -> ManifestEntry:
-    """One manifest entry, validated as untrusted input."""
-    if not isinstance(raw, dict):
-        raise ObjectStoreError(f"manifest at {where}: entry {raw!r} is not an object", fix=_UNTRUSTED_FIX)
-    path = raw.get("path")
-    reason = unsafe_path_reason(path)
-    if reason is None and path in seen:
-        reason = "duplicate entry"
-    if reason is not None or not isinstance(path, str):
-        raise ObjectStoreError(
-            f"manifest at {where}: entry {path!r} is refused ({reason})", fix=_UNTRUSTED_FIX
-        )
-    sha, size = raw.get("sha256"), raw.get("size")
-    if not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= _SHA256_HEX):
-        raise ObjectStoreError(
-            f"manifest at {where}: entry {path!r} has no valid sha256 (64 lowercase hex digits)",
-            fix=_UNTRUSTED_FIX,
-        )
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise ObjectStoreError(
-            f"manifest at {where}: entry {path!r} has no valid size (an integer >= 0)", fix=_UNTRUSTED_FIX
-        )
-    seen.add(path)
-    return ManifestEntry(path, sha, size)
-
-
-def _source_files(root: Path) -> Iterable[tuple[str, Path, int]]:
-    """(relative POSIX path, path, size) of every regular file under ``root``; links and special files refused."""
-    pending = [("", os.fspath(root))]
-    while pending:
-        rel_dir, directory = pending.pop()
-        try:
-            with os.scandir(directory) as scan:
-                entries = sorted(scan, key=lambda e: e.name)
-        except OSError as exc:
-            raise ObjectStoreError(f"cannot read {directory} in the sync source: {exc.strerror}") from None
-        for entry in entries:
-            rel = f"{rel_dir}{entry.name}"
-            mode = entry.stat(follow_symlinks=False)
-            if stat.S_ISLNK(mode.st_mode):
-                raise ObjectStoreError(
-                    f"sync source {root} contains a symlink: {rel}",
-                    fix="replace the link with the file or directory it points to (a synced target holds "
-                    "regular files only)",
-                )
-            if stat.S_ISDIR(mode.st_mode):
-                pending.append((f"{rel}/", entry.path))
-                continue
-            if not stat.S_ISREG(mode.st_mode):
-                raise ObjectStoreError(
-                    f"sync source {root} contains {rel}, which is not a regular file",
-                    fix="remove it from the source directory",
-                )
-            reason = unsafe_path_reason(rel)
-            if reason is not None and rel != MANIFEST:
-                raise ObjectStoreError(
-                    f"sync source {root}: {rel!r} cannot be synced ({reason})", fix="rename the file"
-                )
-            yield rel, Path(entry.path), mode.st_size
-
-
-@dataclass
-class Manifest:
-    files: dict[str, ManifestEntry]
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def of_directory(cls, root: Path, meta: dict[str, Any] | None = None) -> Manifest:
-        """Hash every regular file under ``root`` (a symlink or special file is refused)."""
-        files = {}
-        for rel, path, _size in sorted(_source_files(root)):
-            if rel != MANIFEST:
-                with path.open("rb") as stream:
-                    digest, size = sha256_stream(stream)
-                files[rel] = ManifestEntry(rel, digest, size)
-        return cls(files, meta or {})
-
-    def to_bytes(self) -> bytes:
-        data = {
-            "format": MANIFEST_FORMAT,
-            "meta": self.meta,
-            "files": [{"path": e.path, "sha256": e.sha256, "size": e.size} for e in self.files.values()],
-        }
-        return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
-
-    @classmethod
-    def from_bytes(cls, raw: bytes, where: str) -> Manifest:
-        """Parse a manifest as untrusted input: unsafe, empty or duplicate paths are refused."""
-        try:
-            data = json.loads(raw)
-            items, meta = data["files"], data.get("meta", {})
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ObjectStoreError(f"manifest at {where} is unreadable ({exc})", fix=_UNTRUSTED_FIX) from None
-        if not isinstance(items, list) or not isinstance(meta, dict):
-            raise ObjectStoreError(
-                f"manifest at {where} is unreadable (no list of files)", fix=_UNTRUSTED_FIX
-            )
-        seen: set[str] = set()
-        entries = [_check_entry(item, seen, where) for item in items]
-        return cls({e.path: e for e in entries}, meta)
-
-    @property
-    def digest(self) -> str:
-        import hashlib
-
-        return hashlib.sha256(
-            "".join(f"{e.path}:{e.sha256}\n" for e in self.files.values()).encode()
-        ).hexdigest()
+from ai_how.objectstore.manifest import MANIFEST, Manifest, ManifestEntry, object_key, source_files
+from ai_how.objectstore.verified import remote_manifest, verify_object
 
 
 @dataclass
@@ -207,10 +60,6 @@ class SyncReport:
         }
 
 
-def _key(prefix: str, rel: str) -> str:
-    return f"{dir_prefix(prefix)}{rel}"
-
-
 def retry(action: Callable[[], Any], what: str, attempts: int = 4, base_s: float = 0.5) -> Any:
     """Run ``action`` with exponential backoff and jitter; the last failure propagates."""
     for attempt in range(1, attempts + 1):
@@ -223,20 +72,6 @@ def retry(action: Callable[[], Any], what: str, attempts: int = 4, base_s: float
                 raise
             time.sleep(base_s * 2 ** (attempt - 1) * (1 + random.random() / 2))
     raise AssertionError(what)  # pragma: no cover
-
-
-def verify_object(store: ObjectStore, key: str, entry: ManifestEntry) -> str | None:
-    """Read the object back and hash it. None when it matches, else what is wrong."""
-    info = store.head(key)
-    if info is None:
-        return "missing"
-    if info.size != entry.size:
-        return f"size {info.size} != {entry.size}"
-    with store.open(key) as stream:
-        digest, size = sha256_stream(stream)
-    if size != entry.size or digest != entry.sha256:
-        return f"sha256 {digest[:12]}… != {entry.sha256[:12]}…"
-    return None
 
 
 class _SyncState:
@@ -372,18 +207,6 @@ def _plan(
     return plan
 
 
-def _remote_manifest(store: ObjectStore, prefix: str) -> Manifest | None:
-    """The target's current manifest; None when absent or unusable (it is about to be replaced)."""
-    key = _key(prefix, MANIFEST)
-    if store.head(key) is None:
-        return None
-    try:
-        with store.open(key) as stream:
-            return Manifest.from_bytes(stream.read(), f"{store.url}/{key}")
-    except ObjectStoreError:
-        return None
-
-
 def _refuse_root_delete(store: ObjectStore, prefix: str) -> None:
     if not prefix.strip("/"):
         raise ObjectStoreError(
@@ -395,7 +218,7 @@ def _refuse_root_delete(store: ObjectStore, prefix: str) -> None:
 def _source_items(source: Path) -> dict[str, _Item]:
     if not source.is_dir():
         raise ObjectStoreError(f"sync source {source} is not a directory", fix="check the path")
-    items = {rel: _Item(rel, path, size) for rel, path, size in _source_files(source) if rel != MANIFEST}
+    items = {rel: _Item(rel, path, size) for rel, path, size in source_files(source) if rel != MANIFEST}
     if not items:
         raise ObjectStoreError(f"sync source {source} is empty")
     return items
@@ -435,7 +258,7 @@ def sync_directory(
     base = dir_prefix(prefix)
     state = _SyncState(state_path, f"{store.url}/{base.rstrip('/')}")
     report = SyncReport()
-    remote = _remote_manifest(store, prefix)
+    remote = remote_manifest(store, prefix)
     same = _unchanged(items, remote)
     if same is not None and not delete and state.covers(same):
         report.manifest_digest = same.digest
@@ -455,13 +278,13 @@ def sync_directory(
     try:
         if not complete:
             if remote is not None or MANIFEST in listing:
-                store.delete(_key(prefix, MANIFEST))  # an interrupted sync must never look complete
+                store.delete(object_key(prefix, MANIFEST))  # an interrupted sync must never look complete
             _transfer(store, prefix, plan, state, report, workers or store.default_workers, on_file)
         if delete:
             _delete_stale(store, prefix, report, on_file)
         manifest = _manifest(items, meta)
         if not complete:
-            retry(lambda: store.put_bytes(_key(prefix, MANIFEST), manifest.to_bytes()), "manifest")
+            retry(lambda: store.put_bytes(object_key(prefix, MANIFEST), manifest.to_bytes()), "manifest")
     finally:
         state.flush()
     report.manifest_digest = manifest.digest
@@ -475,7 +298,7 @@ def _delete_stale(
     for rel in report.stale:
         if on_file is not None:
             on_file(rel, "delete")
-        key = _key(prefix, rel)
+        key = object_key(prefix, rel)
         retry(functools.partial(store.delete, key), f"delete {key}")
         report.deleted.append(rel)
 
@@ -499,7 +322,7 @@ def _transfer(
     """Send what the plan says (HEAD first for the unknowns) in parallel; stop at the first failure."""
 
     def put_verified(item: _Item) -> PutResult:
-        key = _key(prefix, item.rel)
+        key = object_key(prefix, item.rel)
         result = store.put_file(key, item.path, item.entry.sha256 if item.entry else None)
         if not result.confirmed:  # no server checksum: read the object back
             problem = verify_object(store, key, ManifestEntry(item.rel, result.sha256, result.size))
@@ -508,7 +331,7 @@ def _transfer(
         return result
 
     def run(item: _Item, known: bool) -> tuple[str, PutResult]:
-        key = _key(prefix, item.rel)
+        key = object_key(prefix, item.rel)
         if not known:
             info = retry(lambda: store.head(key), f"head {key}")
             entry = item.hashed()
@@ -539,85 +362,3 @@ def _transfer(
         pool.shutdown(wait=True, cancel_futures=True)  # stop at the first failure; queued files are not sent
         raise
     pool.shutdown()
-
-
-def read_manifest(store: ObjectStore, prefix: str) -> Manifest:
-    key = _key(prefix, MANIFEST)
-    if store.head(key) is None:
-        raise ObjectStoreError(
-            f"no {MANIFEST} at {store.url}/{prefix}: the sync of this version is missing or incomplete",
-            fix="run `ai-how pipeline run --resume RUN` to finish the sync",
-        )
-    with store.open(key) as stream:
-        return Manifest.from_bytes(stream.read(), f"{store.url}/{key}")
-
-
-def verify_target(store: ObjectStore, prefix: str) -> tuple[Manifest, dict[str, str]]:
-    """Check every manifest entry against the store: {path: problem} for each mismatch."""
-    manifest = read_manifest(store, prefix)
-    problems = {}
-    for entry in manifest.files.values():
-        problem = verify_object(store, _key(prefix, entry.path), entry)
-        if problem is not None:
-            problems[entry.path] = problem
-    return manifest, problems
-
-
-def _inside(dest: Path, rel: str, where: str) -> Path:
-    """``dest/rel``, refused unless it stays inside ``dest`` (resolved) once symlinks are resolved."""
-    reason = unsafe_path_reason(rel)
-    target = dest / rel
-    parent = target.parent.resolve()
-    if reason is None and parent != dest and dest not in parent.parents:
-        reason = "it leads outside the destination"
-    if reason is not None:
-        raise ObjectStoreError(
-            f"manifest at {where}: entry {rel!r} is refused ({reason})", fix=_UNTRUSTED_FIX
-        )
-    return target
-
-
-def _matches(path: Path, entry: ManifestEntry) -> bool:
-    return path.is_file() and path.stat().st_size == entry.size and sha256_file(path) == entry.sha256
-
-
-def download_verified(store: ObjectStore, prefix: str, dest: Path) -> Manifest:
-    """Download a synced target into ``dest``, verifying every file against the manifest.
-
-    Nothing is ever written outside ``dest``; each file appears atomically (a uniquely named
-    temporary file beside it, removed on failure) and only once its sha256 matched.
-    """
-    manifest = read_manifest(store, prefix)
-    where = f"{store.url}/{_key(prefix, MANIFEST)}"
-    dest.mkdir(parents=True, exist_ok=True)
-    root = dest.resolve()
-    targets = {rel: _inside(root, rel, where) for rel in manifest.files}  # all checked before any write
-    for entry in manifest.files.values():
-        target = targets[entry.path]
-        if not target.is_symlink() and _matches(target, entry):
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _inside(root, entry.path, where)  # again, now that its directories exist
-        with store.open(_key(prefix, entry.path)) as stream:
-            # A symlink at the target is replaced (rename does not follow it), never written through.
-            atomic_write(
-                target, functools.partial(_copy_checked, stream, entry=entry, where=f"{store.url}/{prefix}")
-            )
-    return manifest
-
-
-def _copy_checked(stream: BinaryIO, out: BinaryIO, *, entry: ManifestEntry, where: str) -> None:
-    """Copy ``stream`` into ``out``, hashing it; raise (so nothing is kept) unless it matches ``entry``."""
-    import hashlib
-
-    digest, size = hashlib.sha256(), 0
-    while block := stream.read(CHUNK):
-        digest.update(block)
-        size += len(block)
-        out.write(block)
-    if size != entry.size or digest.hexdigest() != entry.sha256:
-        raise ObjectStoreError(
-            f"{entry.path} in {where} is corrupt: sha256 {digest.hexdigest()[:16]}… does not match "
-            f"the manifest's {entry.sha256[:16]}…",
-            fix="re-sync this model version (`ai-how sync` or `ai-how pipeline run --resume RUN`)",
-        )

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from ai_how.objectstore.base import ObjectStoreError, open_store
-from ai_how.objectstore.sync import verify_target
+from ai_how.objectstore.verified import verify_target
 from ai_how.serving.server import VERSION_HEADER
 from ai_how.tracking import PRODUCTION, Tracker
 

@@ -22,7 +22,8 @@ from ai_how.executors.base import JobSpec, executor_for, shared_root
 from ai_how.fsutil import atomic_write_text
 from ai_how.layout import Layout
 from ai_how.objectstore.base import StoreURI, open_store
-from ai_how.objectstore.sync import Manifest, sync_directory
+from ai_how.objectstore.manifest import Manifest
+from ai_how.objectstore.sync import sync_directory
 from ai_how.pipeline.runner import Stage, StageContext
 from ai_how.tracking import CANDIDATE, PRODUCTION, RUN_TAG, Tracker, tracking_uri_of
 from ai_how.workloads.common import RESULT_FILE

@@ -62,7 +62,7 @@ class Fetched:
 def fetch(args: argparse.Namespace) -> Fetched:
     """Download the version into the cache, verifying every file against its sha256 manifest."""
     from ai_how.objectstore.base import open_store
-    from ai_how.objectstore.sync import download_verified
+    from ai_how.objectstore.verified import download_verified
 
     store_config = None
     if args.config is not None:
