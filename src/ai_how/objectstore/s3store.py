@@ -187,8 +187,16 @@ class S3Store:
         digest = hashlib.sha256(data).digest()
         if sha256 is not None and digest.hex() != sha256:
             raise SourceChangedError.of(path)
+        response = self._put_object(key, data, digest)
+        returned = response.get("ChecksumSHA256")
+        etag = _unquote(response.get("ETag"))
+        return PutResult(digest.hex(), len(data), etag, returned, confirmed=returned is not None)
+
+    def _put_object(self, key: str, data: bytes, digest: bytes) -> dict[str, Any]:
+        """One PUT carrying the body's SHA-256 (the store checks it on write); the checksum it returns is
+        compared with the one sent."""
         try:
-            response = self.client.put_object(
+            response: dict[str, Any] = self.client.put_object(
                 Bucket=self.bucket,
                 Key=key,
                 Body=data,
@@ -198,10 +206,8 @@ class S3Store:
             )
         except Exception as exc:
             raise self._fail(exc, f"upload of {key}") from None
-        returned = response.get("ChecksumSHA256")
-        self._check_returned(key, returned, _b64(digest))
-        etag = _unquote(response.get("ETag"))
-        return PutResult(digest.hex(), len(data), etag, returned, confirmed=returned is not None)
+        self._check_returned(key, response.get("ChecksumSHA256"), _b64(digest))
+        return response
 
     def _check_returned(self, key: str, returned: str | None, sent: str) -> None:
         if returned is not None and returned.split("-")[0] != sent.split("-", maxsplit=1)[0]:
@@ -324,19 +330,7 @@ class S3Store:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self.ensure_bucket()
-        digest = hashlib.sha256(data).digest()
-        try:
-            response = self.client.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=data,
-                ChecksumAlgorithm="SHA256",
-                ChecksumSHA256=_b64(digest),
-                Metadata={"sha256": digest.hex()},
-            )
-        except Exception as exc:
-            raise self._fail(exc, f"upload of {key}") from None
-        self._check_returned(key, response.get("ChecksumSHA256"), _b64(digest))
+        self._put_object(key, data, hashlib.sha256(data).digest())
 
     def head(self, key: str) -> ObjectInfo | None:
         from botocore.exceptions import ClientError
