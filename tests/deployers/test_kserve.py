@@ -141,6 +141,8 @@ def test_a_version_is_a_candidate_until_promoted_then_replaces_production(
     assert version_of(production) == "2" and production["metadata"]["generation"] == 2  # an update: a rollout
     assert production["spec"]["predictor"]["model"]["storageUri"] == "s3://models/digits/v2/"
     assert api.isvc("digits-v2") is None
+    # A resumed promote (the switch was done, the alias was not) finds the work done.
+    assert deployer.promote("digits", 2).endpoint == "http://digits.production.example.com"
 
 
 def test_a_discarded_candidate_leaves_production_and_cannot_be_promoted(

@@ -110,6 +110,8 @@ def test_a_candidate_serves_beside_production_and_the_switch_drops_no_request(se
     assert {version for _, version in answers} <= {"1", "2"}
     assert served_version(production, "digits") == "2"
     assert [(role, r.version) for role, r in deployer.servers()] == [("production", 2)]
+    # A resumed promote (the switch was done, the alias was not) finds the work done.
+    assert deployer.promote("digits", 2).endpoint == production
 
 
 def test_a_discarded_candidate_leaves_production_alone(setup: Setup) -> None:

@@ -136,6 +136,8 @@ class KServeDeployer:
         try:
             candidate = api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
         except ApiException as exc:
+            if exc.status == 404 and self._serves(api, model_name, version):  # a resumed promote: done
+                return Deployment(self._wait_ready(api, model_name, version), model_name, version, 0.0, {})
             raise DeployError(
                 f"{model_name} v{version} has no candidate InferenceService {self.namespace}/{name}",
                 fix="deploy it again (`ai-how pipeline run --resume RUN`)",
@@ -156,6 +158,17 @@ class KServeDeployer:
         url = self._wait_ready(api, model_name, version)
         self.discard(model_name, version)
         return Deployment(url, model_name, version, time.monotonic() - started, {"role": "production"})
+
+    def _serves(self, api: Any, model_name: str, version: int) -> bool:
+        """Whether the production InferenceService already carries ``version``."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            obj = api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, model_name)
+        except ApiException:
+            return False
+        annotations = obj.get("metadata", {}).get("annotations", {})
+        return bool(annotations.get(f"{isvc.ANNOTATION_PREFIX}/mlflow-model-version") == str(version))
 
     def discard(self, model_name: str, version: int) -> bool:
         return self._delete(self.candidate_name(model_name, version))

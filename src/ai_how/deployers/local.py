@@ -193,6 +193,8 @@ class LocalDeployer:
     def promote(self, model_name: str, version: int) -> Deployment:
         with self._locked():
             candidate = self.candidate(model_name, version)
+            if candidate is None and self._already_promoted(model_name, version):
+                return Deployment(self.base_url, model_name, version, 0.0, {"resumed": "already promoted"})
             if candidate is None or not candidate.alive():
                 raise DeployError(
                     f"{model_name} v{version} has no running candidate server to promote",
@@ -215,6 +217,15 @@ class LocalDeployer:
         if previous is not None:
             details["replaced"] = f"{previous.model} v{previous.version}"
         return Deployment(self.base_url, model_name, version, time.monotonic() - started, details)
+
+    def _already_promoted(self, model_name: str, version: int) -> bool:
+        """A resumed promote whose switch was done before it stopped (e.g. MLflow was down for the alias)."""
+        current = self.production()
+        return (
+            current is not None
+            and (current.model, current.version) == (model_name, version)
+            and current.alive()
+        )
 
     def _switch(self, candidate: ServerRecord, previous: ServerRecord | None) -> None:
         if not signal_daemon(Path(candidate.pidfile), signal.SIGUSR1):
