@@ -46,7 +46,10 @@ def stage_detail(name: str, outputs: dict[str, Any]) -> str:
     if name == "sync":
         return f"{len(outputs.get('uploaded', []))} uploaded, {len(outputs.get('skipped', []))} unchanged → {outputs.get('uri')}"
     if name == "deploy":
-        return f"{outputs.get('backend')} at {outputs.get('endpoint')} (ready in {outputs.get('ready_seconds')} s)"
+        return (
+            f"{outputs.get('backend')} candidate at {outputs.get('endpoint')} "
+            f"(ready in {outputs.get('ready_seconds')} s); production unchanged"
+        )
     if name == "verify":
         checks = outputs.get("checks", [])
         return f"{sum(c['ok'] for c in checks)}/{len(checks)} checks passed"
