@@ -152,7 +152,9 @@ def test_a_discarded_candidate_leaves_production_and_cannot_be_promoted(
     deployer.deploy(request(1))
     deployer.promote("digits", 1)
     deployer.deploy(request(2))
+    assert deployer.serves("digits", 2)
     assert deployer.discard("digits", 2)
+    assert not deployer.serves("digits", 2) and deployer.serves("digits", 1)
     assert api.isvc("digits-v2") is None and version_of(api.isvc("digits")) == "1"
     with pytest.raises(DeployError, match="no candidate InferenceService production/digits-v2"):
         deployer.promote("digits", 2)

@@ -119,7 +119,9 @@ def test_a_discarded_candidate_leaves_production_alone(setup: Setup) -> None:
     production = deployer.production()
     assert production is not None
     candidate = deployer.deploy(setup.request(3))
+    assert deployer.serves("digits", 3)
     assert deployer.discard("digits", 3)
+    assert not deployer.serves("digits", 3) and deployer.serves("digits", production.version)
     assert served_version(candidate.endpoint, "digits") is None
     assert served_version(deployer.base_url, "digits") == str(production.version)
     with pytest.raises(DeployError, match="no running candidate"):

@@ -157,3 +157,17 @@ def test_state_is_written_in_batches_but_the_first_files_one_by_one(tmp_path: Pa
     assert all(i + 1 - w <= max(1, (i + 1) // 8) + 1 for i, w in enumerate(writes))  # bounded loss
     state.flush()
     assert len(json.loads(path.read_text())["verified"]) == 200
+
+
+def test_a_changed_record_for_a_path_already_recorded_reaches_the_disk(tmp_path: Path) -> None:
+    """Re-marking a path (same size, new content) must be written, or a later resume trusts stale content."""
+    from ai_how.objectstore.manifest import ManifestEntry
+    from ai_how.objectstore.sync import _SyncState
+
+    state_path = tmp_path / "state.json"
+    state = _SyncState(state_path, "file:///t/")
+    state.mark(ManifestEntry("w.bin", "a" * 64, 10), None, None)
+    state.flush()
+    state.mark(ManifestEntry("w.bin", "b" * 64, 10), None, None)
+    state.flush()
+    assert _SyncState(state_path, "file:///t/").verified["w.bin"]["sha256"] == "b" * 64

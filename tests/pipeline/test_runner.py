@@ -82,3 +82,27 @@ def test_an_expected_failure_is_one_line_without_traceback(run: PipelineRun) -> 
     with pytest.raises(StageFailedError, match="stage a failed: the dataset is missing"):
         execute(run, plan, resume=False)
     assert "Traceback" not in (run.run_dir / "logs" / "a.log").read_text()
+
+
+def test_a_finished_stage_whose_result_went_away_runs_again_on_resume(run: PipelineRun) -> None:
+    """E.g. deploy finished, then its server was stopped: resume must deploy again, not skip it."""
+    calls: list[str] = []
+    alive = {"b": True}
+
+    def plan() -> list[Stage]:
+        def make(name: str) -> Stage:
+            def run_stage(ctx: StageContext) -> dict[str, Any]:
+                calls.append(name)
+                return {}
+
+            valid = (lambda ctx: alive["b"]) if name == "b" else None
+            return Stage(name, name, lambda ctx: {}, run_stage, still_valid=valid)
+
+        return [make(n) for n in ("a", "b", "c")]
+
+    execute(run, plan(), resume=False)
+    execute(run, plan(), resume=True)
+    assert calls == ["a", "b", "c"]  # all skipped on the first resume
+    alive["b"] = False
+    execute(run, plan(), resume=True)
+    assert calls == ["a", "b", "c", "b", "c"]

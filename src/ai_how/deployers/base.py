@@ -57,6 +57,10 @@ class Deployer(Protocol):
         """Remove a candidate that will not be promoted."""
         ...
 
+    def serves(self, model_name: str, version: int) -> bool:
+        """Whether ``version`` runs here, as a candidate or in production."""
+        ...
+
     def undeploy(self, model_name: str) -> bool: ...
 
     def endpoint(self, model_name: str) -> str | None:

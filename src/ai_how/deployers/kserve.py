@@ -159,6 +159,18 @@ class KServeDeployer:
         self.discard(model_name, version)
         return Deployment(url, model_name, version, time.monotonic() - started, {"role": "production"})
 
+    def serves(self, model_name: str, version: int) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        api = self._api()
+        try:
+            api.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, self.candidate_name(model_name, version)
+            )
+        except ApiException:
+            return self._serves(api, model_name, version)
+        return True
+
     def _serves(self, api: Any, model_name: str, version: int) -> bool:
         """Whether the production InferenceService already carries ``version``."""
         from kubernetes.client.exceptions import ApiException

@@ -114,6 +114,16 @@ class LocalDeployer:
     # -- deploy: a candidate beside production
     def deploy(self, request: DeployRequest) -> Deployment:
         with self._locked():
+            if self._already_promoted(request.model_name, request.version):  # e.g. a retried rollback
+                production = self.production()
+                pid = read_pid(Path(production.pidfile)) if production else None
+                return Deployment(
+                    self.base_url,
+                    request.model_name,
+                    request.version,
+                    0.0,
+                    {"pid": str(pid), "role": "production"},
+                )
             stale = self.candidate(request.model_name, request.version)
             if stale is not None:  # a resumed deploy starts the candidate afresh
                 stop_daemon(Path(stale.pidfile))
@@ -172,8 +182,10 @@ class LocalDeployer:
                 alive=lambda: read_pid(pidfile) is not None,
                 log_path=request.log_path,
             )
-        except Exception as exc:
-            stop_daemon(pidfile)
+        except BaseException as exc:
+            stop_daemon(pidfile)  # never leave an unrecorded server behind (Ctrl-C included)
+            if not isinstance(exc, Exception):
+                raise
             errors = [
                 line for line in log_tail(request.log_path, 40).splitlines() if line.startswith("error:")
             ]
@@ -203,7 +215,10 @@ class LocalDeployer:
             previous = self.production()
             if previous is not None and not previous.alive():
                 previous = None
-            if previous is None and http_ok(f"{self.base_url}/"):
+            taken = previous is None and http_ok(f"{self.base_url}/")
+            if taken and served_version(self.base_url, model_name) == str(version):
+                taken = False  # the candidate itself answers there: an earlier switch got that far
+            if taken:
                 raise DeployError(
                     f"{self.base_url} is already taken by a process ai-how did not start",
                     fix="stop it or change mlops.serving.port",
@@ -217,6 +232,10 @@ class LocalDeployer:
         if previous is not None:
             details["replaced"] = f"{previous.model} v{previous.version}"
         return Deployment(self.base_url, model_name, version, time.monotonic() - started, details)
+
+    def serves(self, model_name: str, version: int) -> bool:
+        candidate = self.candidate(model_name, version)
+        return (candidate is not None and candidate.alive()) or self._already_promoted(model_name, version)
 
     def _already_promoted(self, model_name: str, version: int) -> bool:
         """A resumed promote whose switch was done before it stopped (e.g. MLflow was down for the alias)."""

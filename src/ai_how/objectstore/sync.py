@@ -94,6 +94,7 @@ class _SyncState:
         self.path, self.target = path, target
         self.verified: dict[str, dict[str, str | None]] = {}
         self._recorded = 0  # records on disk
+        self._unflushed = 0  # marks since the last write (a re-marked path counts: its record changed)
         self._pending_bytes = 0
         self._last_flush = time.monotonic()
         if path is not None and path.exists():
@@ -132,12 +133,13 @@ class _SyncState:
         self, entry: ManifestEntry, etag: str | None, checksum: str | None, *, flush: bool = True
     ) -> None:
         self.verified[entry.path] = {"sha256": entry.sha256, "etag": etag, "checksum": checksum}
+        self._unflushed += 1
         self._pending_bytes += entry.size
         if flush and self._due():
             self.flush()
 
     def _due(self) -> bool:
-        pending = len(self.verified) - self._recorded
+        pending = self._unflushed
         batch = 1 if self._recorded < self.ONE_BY_ONE else min(self.MAX_BATCH, self._recorded // 8)
         return (
             pending >= batch
@@ -146,11 +148,11 @@ class _SyncState:
         )
 
     def flush(self) -> None:
-        if self.path is None or len(self.verified) == self._recorded:
+        if self.path is None or not self._unflushed:
             return
         state = {"target": self.target, "verified": self.verified}
         atomic_write_text(self.path, json.dumps(state, separators=(",", ":")))
-        self._recorded, self._pending_bytes = len(self.verified), 0
+        self._recorded, self._unflushed, self._pending_bytes = len(self.verified), 0, 0
         self._last_flush = time.monotonic()
 
 

@@ -65,6 +65,9 @@ class Stage:
     description: str
     inputs: Callable[[StageContext], dict[str, Any]]
     run: Callable[[StageContext], dict[str, Any]]
+    # On resume, a finished stage with unchanged inputs is skipped only while this holds (e.g. the
+    # server it started still runs); None: its outputs stay valid.
+    still_valid: Callable[[StageContext], bool] | None = None
 
 
 class StageFailedError(AiHowError):
@@ -202,6 +205,7 @@ class PipelineRun:
                     and not changed_upstream
                     and recorded.get("status") == "succeeded"
                     and recorded.get("input_hash") == input_hash
+                    and (stage.still_valid is None or stage.still_valid(ctx))
                 ):
                     record = self._update_stage(stage.name, skipped=True)
                     outputs[stage.name] = record.get("outputs", {})

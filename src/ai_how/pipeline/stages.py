@@ -292,6 +292,15 @@ def deploy(ctx: StageContext) -> dict[str, Any]:
     }
 
 
+def deployment_running(ctx: StageContext) -> bool:
+    """The version deploy brought up still serves (a resumed run re-deploys a server that went away)."""
+    recorded = ctx.outputs.get("deploy", {})
+    reg = ctx.outputs.get("register", {})
+    if not recorded or not reg:
+        return False
+    return deployer_for(ctx.config, ctx.layout).serves(reg["model_name"], reg["version"])
+
+
 # --------------------------------------------------------------------------- verify
 
 
@@ -384,6 +393,7 @@ STAGES: list[Stage] = [
         "serve the version beside production (local server or KServe) and render its InferenceService",
         deploy_inputs,
         deploy,
+        still_valid=deployment_running,
     ),
     Stage(
         "verify",

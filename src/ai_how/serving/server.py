@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import signal
 import socket
 import sys
@@ -70,7 +71,9 @@ def fetch(args: argparse.Namespace) -> Fetched:
 
         store_config = load_config(args.config).config.mlops.object_store
     store, prefix = open_store(args.model_uri, store_config)
-    target: Path = Path(args.cache_dir) / str(args.name) / prefix.replace("/", "_")
+    # One cache folder per version URI: a candidate never writes where a running server loaded from.
+    key = hashlib.sha256(str(args.model_uri).rstrip("/").encode()).hexdigest()[:16]
+    target: Path = Path(args.cache_dir) / str(args.name) / key
     manifest = download_verified(store, prefix, target)
     print(f"fetched {len(manifest.files)} files from {args.model_uri}, sha256 verified", flush=True)
     return Fetched(target, str(manifest.meta.get("version", "")))
