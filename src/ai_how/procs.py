@@ -15,6 +15,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -291,6 +292,30 @@ def stop_daemon(pidfile: Path, grace_s: float = 15.0) -> bool:
         _wait_gone(identity, 5.0)
     _remove_if_unchanged(pidfile, text)
     return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (the kernel's pick)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    with socket.socket() as sock:
+        sock.settimeout(timeout_s)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_port(port: int, timeout_s: float = 30, host: str = "127.0.0.1") -> None:
+    """Wait until something listens on ``host:port``; TimeoutError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if port_open(host, port):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {host}:{port}")
 
 
 def http_ok(url: str, timeout_s: float = 2.0) -> bool:

@@ -4,7 +4,6 @@ a missing optional dependency names the extra to install."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ from ai_how.cli.main import app
 from ai_how.layout import Layout
 from ai_how.pipeline.runner import PipelineRun, RunOptions
 from ai_how.pipeline.stages import STAGES
+from ai_how.procs import port_open
 from ai_how.state.store import StateStore
 from tests.conftest import LOCAL
 from tests.services import free_port
@@ -37,11 +37,6 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         runner.invoke(app, ["stack", "down", "-c", str(LOCAL)])
 
 
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 def assert_failed_before_anything_started(result: Result, state: Path, *expected: str) -> None:
     """Exit 1 or 2, one error line (plus its fix) with the expected text, no traceback, no run, no service."""
     output = result.output
@@ -54,7 +49,7 @@ def assert_failed_before_anything_started(result: Result, state: Path, *expected
     runs = state / "runs"
     assert not runs.exists() or not any(runs.iterdir()), list(runs.iterdir())
     assert not (state / "stack").exists() or not any((state / "stack").iterdir())
-    assert not listening(int(os.environ["AI_HOW_MLFLOW_PORT"]))
+    assert not port_open("127.0.0.1", int(os.environ["AI_HOW_MLFLOW_PORT"]))
 
 
 def pipeline_run(*args: str) -> Result:
@@ -138,7 +133,9 @@ def test_resume_refuses_options_that_differ_from_the_runs(
         )
         assert "drop them to resume" in result.output and "Traceback" not in result.output
     assert StateStore(state).read(f"runs/{stopped_run}") == before  # nothing ran, nothing was recorded
-    assert not (state / "stack").exists() and not listening(int(os.environ["AI_HOW_MLFLOW_PORT"]))
+    assert not (state / "stack").exists() and not port_open(
+        "127.0.0.1", int(os.environ["AI_HOW_MLFLOW_PORT"])
+    )
 
 
 # Blocks an import the way a missing package does: ModuleNotFoundError with the module's name.

@@ -136,7 +136,9 @@ class KServeDeployer:
         try:
             candidate = api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
         except ApiException as exc:
-            if exc.status == 404 and self._serves(api, model_name, version):  # a resumed promote: done
+            if exc.status == 404 and self._production_serves(
+                api, model_name, version
+            ):  # a resumed promote: done
                 return Deployment(self._wait_ready(api, model_name, version), model_name, version, 0.0, {})
             raise DeployError(
                 f"{model_name} v{version} has no candidate InferenceService {self.namespace}/{name}",
@@ -168,10 +170,10 @@ class KServeDeployer:
                 GROUP, VERSION, self.namespace, PLURAL, self.candidate_name(model_name, version)
             )
         except ApiException:
-            return self._serves(api, model_name, version)
+            return self._production_serves(api, model_name, version)
         return True
 
-    def _serves(self, api: Any, model_name: str, version: int) -> bool:
+    def _production_serves(self, api: Any, model_name: str, version: int) -> bool:
         """Whether the production InferenceService already carries ``version``."""
         from kubernetes.client.exceptions import ApiException
 

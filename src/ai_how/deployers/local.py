@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -25,7 +24,16 @@ from typing import Any
 from ai_how.config.models import ClusterConfig
 from ai_how.deployers.base import DeployError, Deployment, DeployRequest
 from ai_how.layout import Layout
-from ai_how.procs import http_ok, log_tail, read_pid, signal_daemon, start_daemon, stop_daemon, wait_until
+from ai_how.procs import (
+    free_port,
+    http_ok,
+    log_tail,
+    read_pid,
+    signal_daemon,
+    start_daemon,
+    stop_daemon,
+    wait_until,
+)
 from ai_how.serving.server import VERSION_HEADER
 from ai_how.state.store import StateStore
 
@@ -33,12 +41,6 @@ READY_TIMEOUT_S = 180.0
 SWITCH_TIMEOUT_S = 30.0
 STATE_DOC = "serving/local"
 LOCK = "deploy/local"
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def served_version(base_url: str, model_name: str, timeout_s: float = 2.0) -> str | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from ai_how.config.models import ClusterConfig
 from ai_how.deployers.local import LocalDeployer
 from ai_how.errors import AiHowError
 from ai_how.layout import Layout
-from ai_how.procs import http_ok, read_pid, start_daemon, stop_daemon, wait_until
+from ai_how.procs import http_ok, port_open, read_pid, start_daemon, stop_daemon, wait_until
 from ai_how.redact import redact, register_secret_names, secret_env_names
 from ai_how.state.store import StateStore
 
@@ -150,13 +149,6 @@ def _alive(pidfile: Path) -> bool:
     return read_pid(pidfile) is not None
 
 
-def _port_busy(url: str) -> bool:
-    parsed = urlparse(url)
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((parsed.hostname or "127.0.0.1", parsed.port or 80)) == 0
-
-
 def _status(service: Service, layout: Layout) -> ServiceStatus:
     pid = read_pid(layout.stack / f"{service.name}.pid")
     return ServiceStatus(
@@ -182,8 +174,9 @@ def _up_locked(config: ClusterConfig, layout: Layout) -> list[ServiceStatus]:
     result = []
     for service in services(config, layout):
         pidfile, log = layout.stack / f"{service.name}.pid", layout.stack / f"{service.name}.log"
+        endpoint = urlparse(service.url)
         if read_pid(pidfile) is None:
-            if _port_busy(service.url):
+            if port_open(endpoint.hostname or "127.0.0.1", endpoint.port or 80):
                 raise AiHowError(
                     f"{service.name}: {service.url} is already taken by a process ai-how did not start",
                     fix="stop that process or change the port in the config",
