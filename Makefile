@@ -10,14 +10,21 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup test test-all lint format clean
+.PHONY: setup test test-slow test-all lint format clean
 
 setup:            ## install Debian packages (as root) and the Python env (.venv); idempotent
 	bash scripts/setup-system.sh
 	bash scripts/setup-python.sh
 
-test:             ## the default test suite (what CI runs)
-	$(BIN)/pytest -q
+test:             ## the default test suite: all but the long end-to-end tests (marked slow)
+	$(BIN)/pytest -q -m "not slow"
+
+test-slow:        ## the long end-to-end tests (marked slow); CI runs them as a step after `make test`
+	$(BIN)/pytest -q -m slow
+
+test-all:         ## both suites, one after the other (what CI runs)
+	$(MAKE) test
+	$(MAKE) test-slow
 
 lint:             ## ruff + mypy
 	$(BIN)/ruff check src tests bench

@@ -39,6 +39,7 @@ def test_a_daemon_is_recorded_with_its_identity_and_stopped(tmp_path: Path) -> N
     assert read_pid(pidfile) == pid
     assert stop_daemon(pidfile, grace_s=10) is True
     assert process_identity(pid) is None and not pidfile.exists()
+    assert not Path(f"/proc/{pid}").exists()  # reaped: a long-running ai-how leaves no zombie behind
     assert stop_daemon(pidfile) is False  # nothing left to stop
 
 
@@ -101,6 +102,17 @@ def test_the_same_record_with_the_right_identity_is_stopped(
     assert read_pid(pidfile) == sleeper.pid
     assert stop_daemon(pidfile, grace_s=5) is True
     assert sleeper.wait(5) == -15
+
+
+def test_an_exited_child_ai_how_did_not_start_keeps_its_exit_status_for_its_owner() -> None:
+    """ai-how reads a zombie as not running but never reaps it: the caller's wait() still gets the status."""
+    child = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    for _ in range(200):
+        if Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        subprocess.run(["sleep", "0.05"], check=True)
+    assert process_identity(child.pid) is None
+    assert child.wait(5) == 3
 
 
 def test_a_daemon_that_died_at_start_reads_as_not_running(tmp_path: Path) -> None:

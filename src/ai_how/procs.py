@@ -5,6 +5,8 @@ ticks from /proc/<pid>/stat, the boot id and a sha256 of its /proc command line)
 no longer matches (it exited and the number was reused) is stale: never signalled, its file removed.
 Pid files of older versions (a bare number) cannot be verified and are treated the same way: ai-how
 never signals a process it cannot prove it started; such a server has to be stopped by hand.
+A daemon that exits while this process still runs is reaped through its own Popen handle; ai-how never
+waits on a child it did not start (another owner's exit status stays theirs to collect).
 """
 
 from __future__ import annotations
@@ -162,13 +164,26 @@ def _stat(pid: int) -> tuple[str, int] | None:
     return rest[0], int(rest[19])  # fields 3 (state) and 22 (starttime)
 
 
+# The daemons this process started, by pid: their Popen handle and start time. Only these are ever reaped.
+_started: dict[int, tuple[subprocess.Popen[bytes], int]] = {}
+
+
+def _reap_started(pid: int, starttime: int) -> None:
+    """Collect the exit status of a daemon this process started once it has exited, so it leaves no zombie.
+
+    Any other child (one the caller started itself) is left alone: its owner's wait() gets its status.
+    """
+    entry = _started.get(pid)
+    if entry is not None and entry[1] == starttime and entry[0].poll() is not None:
+        _started.pop(pid, None)
+
+
 def process_identity(pid: int) -> ProcessIdentity | None:
     """The identity of a running process (None when it does not exist or is a zombie)."""
     stat = _stat(pid)
     if stat is None or stat[0] in ("Z", "X"):
-        if stat is not None:  # a zombie child of this process: reap it
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
+        if stat is not None:
+            _reap_started(pid, stat[1])
         return None
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -240,6 +255,8 @@ def start_daemon(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = _spawn(cmd, log, stdout=log, stdin=subprocess.DEVNULL, env=env, cwd=cwd)
+    stat = _stat(proc.pid)  # not reaped yet: only this handle can collect it
+    _started[proc.pid] = (proc, stat[1] if stat is not None else -1)
     _write_pidfile(pidfile, proc.pid, cmd, env)
     return proc.pid
 
@@ -265,9 +282,19 @@ def signal_daemon(pidfile: Path, sig: signal.Signals) -> bool:
     return True
 
 
+def _running(identity: ProcessIdentity) -> bool:
+    """Whether that very process (its pid and start time) has not exited yet.
+
+    Not ``process_identity() == identity``: an exiting process reads an empty command line while it still
+    tears down its memory and before it closes its files (its listening sockets among them).
+    """
+    stat = _stat(identity.pid)
+    return stat is not None and stat[0] not in ("Z", "X") and stat[1] == identity.starttime
+
+
 def _wait_gone(identity: ProcessIdentity, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
-    while process_identity(identity.pid) == identity:
+    while _running(identity):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.1)
@@ -290,6 +317,7 @@ def stop_daemon(pidfile: Path, grace_s: float = 15.0) -> bool:
     if not _wait_gone(identity, grace_s) and process_identity(identity.pid) == identity:
         _signal(identity, signal.SIGKILL)
         _wait_gone(identity, 5.0)
+    _reap_started(identity.pid, identity.starttime)
     _remove_if_unchanged(pidfile, text)
     return True
 

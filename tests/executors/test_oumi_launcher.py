@@ -12,7 +12,6 @@ import yaml
 
 from tests.services import AI_HOW, make_env
 
-pytestmark = pytest.mark.slow
 OUMI = str(Path(sys.executable).parent / "oumi")
 
 
@@ -24,6 +23,7 @@ def oumi_env(env_sh: Path, base: dict[str, str]) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_oumi_launch_runs_on_the_ai_how_cluster(tmp_path: Path, slurm: None) -> None:
     env = make_env(tmp_path, slurm=True)
     out = tmp_path / "oumi"

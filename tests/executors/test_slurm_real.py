@@ -17,8 +17,6 @@ from ai_how.executors.base import JobFailedError, JobSpec
 from ai_how.executors.slurm import SlurmExecutor
 from tests.services import AI_HOW, S3Server, SSHServer, make_env
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture
 def executor(tmp_path: Path, slurm: None) -> SlurmExecutor:
@@ -37,6 +35,7 @@ def job(executor: SlurmExecutor, tmp_path: Path, *args: str, **resources: int) -
     )
 
 
+@pytest.mark.slow
 def test_two_process_data_parallel_job_all_reduces_metrics(executor: SlurmExecutor, tmp_path: Path) -> None:
     spec = job(executor, tmp_path, "--epochs", "6", processes=2)
     result = executor.run(spec)
@@ -71,6 +70,7 @@ def test_failed_job_shows_the_cause_from_stderr(executor: SlurmExecutor, tmp_pat
     assert "MNIST directory /no/such/mnist does not exist" in info.value.message
 
 
+@pytest.mark.slow
 def test_pipeline_on_slurm_gres_job_lands_a_registered_model(
     tmp_path: Path, slurm: None, s3_server: S3Server
 ) -> None:
@@ -109,6 +109,7 @@ def test_pipeline_on_slurm_gres_job_lands_a_registered_model(
         assert env.run_doc(env.latest_run())["stages"]["register"]["status"] == "pending"
 
 
+@pytest.mark.slow
 def test_llm_sft_pipeline_trains_on_slurm(tmp_path: Path, slurm: None) -> None:
     env = make_env(tmp_path, slurm=True)
     with env.stack():
@@ -119,6 +120,7 @@ def test_llm_sft_pipeline_trains_on_slurm(tmp_path: Path, slurm: None) -> None:
         assert all(check["ok"] for check in doc["stages"]["verify"]["outputs"]["checks"])
 
 
+@pytest.mark.slow
 def test_interrupting_the_pipeline_cancels_the_job(tmp_path: Path, slurm: None) -> None:
     env = make_env(tmp_path, slurm=True)
     job_id = None
@@ -170,6 +172,7 @@ def test_interrupting_the_pipeline_cancels_the_job(tmp_path: Path, slurm: None) 
             subprocess.run(["scancel", job_id], capture_output=True, check=False)
 
 
+@pytest.mark.slow
 def test_ssh_transport_to_a_login_node(tmp_path: Path, slurm: None, ssh_server: SSHServer) -> None:
     """The same job through `ssh user@host` (key auth) instead of local commands."""
     env = make_env(tmp_path, slurm=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -11,27 +10,15 @@ from fastapi.testclient import TestClient
 
 from ai_how.serving import openai_routes
 from ai_how.serving.runtimes import LLMModel
-from ai_how.workloads.llm_data import build_tiny_llama
+from tests.serving.llm_fixtures import tiny_llama
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
-    root = tmp_path_factory.mktemp("lm")
-    data = root / "train.jsonl"
-    rows = [
-        {
-            "messages": [
-                {"role": "user", "content": f"hello number {i}"},
-                {"role": "assistant", "content": f"hi there {i}"},
-            ]
-        }
-        for i in range(40)
-    ]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    model = LLMModel("tiny", build_tiny_llama(data, root / "model"))
+    model = LLMModel("tiny", tiny_llama(tmp_path_factory.mktemp("lm")))
     model.load()
     app = FastAPI()
-    openai_routes.register(app, model)
+    openai_routes.register(app, {"tiny": model})
     return TestClient(app)
 
 
@@ -63,7 +50,7 @@ def test_completions(client: TestClient) -> None:
         ("chat/completions", {"model": "other", "messages": [{"role": "user", "content": "x"}]}, 404),
         ("chat/completions", {"messages": []}, 400),
         ("chat/completions", {"messages": [{"role": "user"}]}, 400),
-        ("chat/completions", {"messages": [{"role": "user", "content": "x"}], "n": 2}, 400),
+        ("chat/completions", {"messages": [{"role": "user", "content": "x"}], "n": 99}, 400),
         ("chat/completions", {"messages": [{"role": "user", "content": "x"}], "max_tokens": "many"}, 400),
         ("completions", {"prompt": 5}, 400),
         ("completions", ["not", "an", "object"], 400),

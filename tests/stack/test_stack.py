@@ -10,8 +10,6 @@ import pytest
 
 from tests.services import make_env
 
-pytestmark = pytest.mark.slow
-
 
 def test_stack_lifecycle_keeps_state_across_down_and_up(tmp_path: Path) -> None:
     env = make_env(tmp_path)
@@ -91,6 +89,7 @@ def _mlflow_servers(port: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_two_concurrent_stack_ups_start_one_mlflow(tmp_path: Path) -> None:
     """Both `stack up`s reach the stack lock while the test holds it; released, one starts MLflow and
     the other finds it running."""

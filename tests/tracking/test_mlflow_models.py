@@ -6,6 +6,7 @@ CNN and a tiny Llama are trained for real, logged through `Tracker.log_model` an
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -99,14 +100,14 @@ def test_digits_production_model_predicts_what_the_server_predicts(
     import mlflow.pyfunc
     import pandas as pd
 
-    from ai_how.serving.runtimes import ClassifierModel
+    from ai_how.serving.classifier import ClassifierModel
 
     model = mlflow.pyfunc.load_model(f"models:/{DIGITS}@{PRODUCTION}")
     pixels = held_out_pixels()
     out = model.predict(pixels)
     server = ClassifierModel(DIGITS, digits[0])
     server.load()
-    assert out["prediction"].tolist() == server.predict({"instances": pixels.tolist()})["predictions"]
+    assert out["prediction"].tolist() == asyncio.run(server.predict({"instances": pixels.tolist()}))["predictions"]
     assert set(out["prediction"]) <= set(range(10))
     probabilities = np.stack(out["probabilities"].to_list())
     assert probabilities.shape == (len(pixels), 10)
@@ -206,7 +207,7 @@ def _wait_ping(proc: subprocess.Popen[bytes], url: str, log: Path, timeout_s: fl
 def test_mlflow_models_serve_answers_predict_requests(
     digits: tuple[Path, str, str], tracking_uri: str, tmp_path: Path
 ) -> None:
-    from ai_how.serving.runtimes import ClassifierModel
+    from ai_how.serving.classifier import ClassifierModel
 
     port = free_port()
     log = tmp_path / "serve.log"
@@ -229,7 +230,7 @@ def test_mlflow_models_serve_answers_predict_requests(
         pixels = held_out_pixels(3)
         server = ClassifierModel(DIGITS, digits[0])
         server.load()
-        expected = server.predict({"instances": pixels.tolist()})["predictions"]
+        expected = asyncio.run(server.predict({"instances": pixels.tolist()}))["predictions"]
         tensor = _post(f"{base}/invocations", {"inputs": pixels.tolist()})["predictions"]
         assert [row["prediction"] for row in tensor] == expected
         assert all(len(row["probabilities"]) == 10 for row in tensor)

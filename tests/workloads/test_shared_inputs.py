@@ -73,6 +73,7 @@ def chat_jsonl(path: Path, rows: int = 30) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_rank_zero_prepares_llm_inputs_and_the_other_rank_reads_them_complete(tmp_path: Path) -> None:
     script = tmp_path / "ranks.py"
     script.write_text(RANK_SCRIPT)
@@ -103,6 +104,7 @@ def test_a_failure_on_rank_zero_reaches_every_rank_without_a_hang(tmp_path: Path
         }
 
 
+@pytest.mark.slow
 def test_data_parallel_digits_job_writes_its_outputs_once(tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = torchrun("-m", "ai_how.workloads", "digits-cnn", "--output", str(out), "--epochs", "1")

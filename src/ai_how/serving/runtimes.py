@@ -6,15 +6,15 @@ container runs ``python -m ai_how.serving.server``).
 
 from __future__ import annotations
 
+import asyncio
 import json
-import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 
@@ -31,88 +31,60 @@ def model_kind(model_dir: Path) -> str:
     raise InvalidInput(f"{model_dir} holds no model ai-how can serve")
 
 
-class ClassifierModel(Model):
-    """The digits CNN: instances are images (8×8 or flat 64 values, raw pixel scale)."""
+@dataclass(frozen=True)
+class ServeOptions:
+    """How this server runs its models (``--device``, ``--engine``, ``--max-batch``, ``--max-waiting``)."""
 
-    def __init__(self, name: str, model_dir: Path) -> None:
-        super().__init__(name)
-        self.model_dir = model_dir
-        self.net: Any = None
-        self.config: dict[str, Any] = {}
-
-    def load(self) -> bool:
-        from ai_how.workloads import cnn
-
-        self.net, self.config = cnn.load(self.model_dir)
-        self.ready = True
-        return True
-
-    def get_input_types(self) -> list[dict[str, Any]]:
-        return [
-            {"name": "input-0", "datatype": "FP32", "shape": [-1, *self.config.get("input_shape", [1, 8, 8])]}
-        ]
-
-    def get_output_types(self) -> list[dict[str, Any]]:
-        classes = self.config.get("num_classes", 10)
-        return [
-            {"name": "predictions", "datatype": "INT64", "shape": [-1]},
-            {"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]},
-        ]
-
-    def _classify(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from ai_how.workloads import cnn
-
-        try:
-            return cnn.classify(self.net, self.config, batch)
-        except ValueError as exc:
-            raise InvalidInput(str(exc)) from None
-
-    def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
-        if isinstance(payload, InferRequest):
-            if not payload.inputs:
-                raise InvalidInput("V2 request has no inputs")
-            labels, probs = self._classify(payload.inputs[0].as_numpy())
-            out_labels = InferOutput(name="predictions", shape=list(labels.shape), datatype="INT64")
-            out_labels.set_data_from_numpy(labels, binary_data=False)
-            out_probs = InferOutput(name="probabilities", shape=list(probs.shape), datatype="FP32")
-            out_probs.set_data_from_numpy(probs, binary_data=False)
-            return InferResponse(
-                model_name=self.name,
-                infer_outputs=[out_labels, out_probs],
-                response_id=payload.id or str(uuid.uuid4()),
-            )
-        if not isinstance(payload, dict) or "instances" not in payload:
-            raise InvalidInput('V1 request must be {"instances": [...]}')
-        labels, _ = self._classify(np.asarray(payload["instances"], dtype=np.float32))
-        return {"predictions": labels.tolist()}
-
-
-@dataclass
-class Generation:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # "stop" | "length"
+    device: str = "auto"
+    engine: str = "ours"
+    max_batch: int | None = None  # None: 256 on a GPU, 32 on a CPU
+    max_waiting: int = 4096
 
 
 class LLMModel(Model):
-    """A causal LM (HF directory saved by Oumi). V1/V2 take prompts; OpenAI routes are in openai_routes."""
+    """A causal LM (HF directory saved by Oumi) on one of the engines in ``ai_how.serving.engine``.
 
-    def __init__(self, name: str, model_dir: Path) -> None:
+    V1 takes ``{"instances": [prompt, ...], "parameters": {...}}`` and V2 a BYTES input of prompts;
+    all prompts of a request run concurrently in the engine's batch. OpenAI routes: openai_routes.
+    """
+
+    def __init__(self, name: str, model_dir: Path, options: ServeOptions | None = None) -> None:
         super().__init__(name)
         self.model_dir = model_dir
-        self.lm: Any = None
-        self.tokenizer: Any = None
-        self._lock = threading.Lock()  # one generate at a time on the CPU
+        self.options = options or ServeOptions()
+        self.llm: Any = None
+        self.phases: dict[str, float] = {}
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.llm.tokenizer
 
     def load(self) -> bool:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from ai_how.serving.engine.loader import load_llm
+        from ai_how.serving.metrics import llm_metrics
 
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        self.lm = AutoModelForCausalLM.from_pretrained(self.model_dir)
-        self.lm.eval()
+        metrics = llm_metrics()
+        started = time.monotonic()
+        self.llm = load_llm(
+            self.model_dir,
+            self.name,
+            engine=self.options.engine,
+            device=self.options.device,
+            max_batch=self.options.max_batch,
+            max_waiting=self.options.max_waiting,
+            metrics=metrics,
+        )
+        loaded = time.monotonic()
+        self.llm.engine.warm_up()
+        self.phases = {"load_s": loaded - started, "warmup_s": time.monotonic() - loaded}
+        self.llm.start()
+        metrics.watch(self.name, self.llm.engine)
         self.ready = True
         return True
+
+    def stop(self) -> None:
+        if self.llm is not None:
+            self.llm.stop()
 
     def get_input_types(self) -> list[dict[str, Any]]:
         return [{"name": "text_input", "datatype": "BYTES", "shape": [-1]}]
@@ -120,72 +92,77 @@ class LLMModel(Model):
     def get_output_types(self) -> list[dict[str, Any]]:
         return [{"name": "text_output", "datatype": "BYTES", "shape": [-1]}]
 
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> str:
+    def chat_prompt(self, messages: Any) -> list[int]:
         if not isinstance(messages, list) or not messages:
             raise InvalidInput("messages must be a non-empty list")
         for m in messages:
             if not isinstance(m, dict) or "role" not in m or not isinstance(m.get("content"), str):
                 raise InvalidInput("each message needs 'role' and a string 'content'")
-        return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        text = str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        return self.encode(text)
 
-    def generate(
-        self,
-        prompt: str,
-        max_new_tokens: int = 32,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        stop: list[str] | None = None,
-    ) -> Generation:
-        import torch
+    def encode(self, prompt: Any) -> list[int]:
+        """A prompt as token ids: text, or a list of token ids (as OpenAI's completions accept)."""
+        if isinstance(prompt, str):
+            ids: list[int] = self.llm.encode(prompt)
+        elif isinstance(prompt, list) and prompt and all(type(t) is int for t in prompt):
+            ids = prompt
+            vocab = len(self.tokenizer)
+            if any(not 0 <= t < vocab for t in ids):
+                raise InvalidInput(f"token ids must be between 0 and {vocab - 1}")
+        else:
+            raise InvalidInput("prompt must be a string or a list of token ids")
+        if not ids:
+            raise InvalidInput("prompt is empty")
+        return ids
 
-        if not isinstance(prompt, str):
-            raise InvalidInput("prompt must be a string")
-        if not 1 <= max_new_tokens <= 4096:
-            raise InvalidInput("max tokens must be between 1 and 4096")
-        encoded = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-        limit = getattr(self.lm.config, "max_position_embeddings", 2048)
-        if encoded["input_ids"].shape[1] + max_new_tokens > limit:
-            raise InvalidInput(f"prompt + max tokens exceed the model's context of {limit} tokens")
-        sampling = temperature > 0
-        with self._lock, torch.no_grad():
-            output = self.lm.generate(
-                **encoded,
-                max_new_tokens=max_new_tokens,
-                do_sample=sampling,
-                temperature=temperature if sampling else None,
-                top_p=top_p if sampling else None,
-                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-            )
-        new = output[0, encoded["input_ids"].shape[1] :]
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
-        finish = "stop" if len(new) < max_new_tokens else "length"
-        for marker in stop or []:
-            if marker and marker in text:
-                text, finish = text[: text.index(marker)], "stop"
-        return Generation(text, int(encoded["input_ids"].shape[1]), len(new), finish)
+    async def complete(self, prompt: list[int], params: Any) -> Any:
+        """One answer; a limit the engine refuses becomes InvalidInput (400), a full queue EngineFull."""
+        try:
+            return await self.llm.complete(prompt, params)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
 
-    def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+    async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        from ai_how.serving.engine.sampling import SamplingParams
+
         if isinstance(payload, InferRequest):
             if not payload.inputs:
                 raise InvalidInput("V2 request has no inputs")
             prompts = [p.decode() if isinstance(p, bytes) else str(p) for p in payload.inputs[0].data]
-            texts = [self.generate(p).text for p in prompts]
+            params = SamplingParams(max_tokens=32)
+        else:
+            if not isinstance(payload, dict) or not isinstance(payload.get("instances"), list):
+                raise InvalidInput('V1 request must be {"instances": ["prompt", ...]}')
+            prompts = [str(p) for p in payload["instances"]]
+            extra = payload.get("parameters") or {}
+            max_new = extra.get("max_new_tokens", extra.get("max_tokens", 32))
+            if not isinstance(max_new, int) or isinstance(max_new, bool) or max_new < 1:
+                raise InvalidInput("parameters.max_tokens must be a positive integer")
+            params = SamplingParams(max_tokens=max_new)
+        if not prompts:
+            raise InvalidInput("the request has no prompts")
+        answers = await asyncio.gather(*(self.complete(self.encode(p), params) for p in prompts))
+        texts = [a.text for a in answers]
+        if isinstance(payload, InferRequest):
             out = InferOutput(name="text_output", shape=[len(texts)], datatype="BYTES", data=texts)
             return InferResponse(
                 model_name=self.name, infer_outputs=[out], response_id=payload.id or str(uuid.uuid4())
             )
-        if not isinstance(payload, dict) or not isinstance(payload.get("instances"), list):
-            raise InvalidInput('V1 request must be {"instances": ["prompt", ...]}')
-        params = payload.get("parameters") or {}
-        max_new = int(params.get("max_new_tokens", params.get("max_tokens", 32)))
-        return {"predictions": [self.generate(str(p), max_new).text for p in payload["instances"]]}
+        return {"predictions": texts}
 
 
 # The serving runtime for each kind of model ai-how trains.
-RUNTIMES: dict[str, Callable[[str, Path], Model]] = {"classifier": ClassifierModel, "llm": LLMModel}
+def _classifier(name: str, model_dir: Path, options: ServeOptions) -> Model:
+    from ai_how.serving.classifier import ClassifierModel
+
+    return ClassifierModel(name, model_dir, device=options.device)
 
 
-def build_model(name: str, model_dir: Path) -> Model:
-    model = RUNTIMES[model_kind(model_dir)](name, model_dir)
+RUNTIMES: dict[str, Callable[[str, Path, ServeOptions], Model]] = {"classifier": _classifier, "llm": LLMModel}
+
+
+def build_model(name: str, model_dir: Path, options: ServeOptions | None = None) -> Model:
+    model = RUNTIMES[model_kind(model_dir)](name, model_dir, options or ServeOptions())
     model.load()
     return model

@@ -1,7 +1,12 @@
 """The model server process: fetch a synced model version, verify it, serve V1 + V2 + OpenAI + /metrics.
 
     python -m ai_how.serving.server --model-uri s3://models/digits-cnn/v3 --name digits-cnn \
-        [--config cluster.yaml] [--host 127.0.0.1] [--port 8080] [--cache-dir DIR] [--production-port P]
+        [--model llm-sft=s3://models/llm-sft/v2 ...] [--device auto|cpu|cuda] [--engine ours|naive|transformers] \
+        [--max-batch N] [--max-waiting N] [--config cluster.yaml] [--host 127.0.0.1] [--port 8080] \
+        [--cache-dir DIR] [--production-port P]
+
+Several models can be served at once (``--model NAME=URI``, repeatable, beside or instead of
+``--name``/``--model-uri``); each keeps its own version in V2 metadata.
 
 Built on KServe's ``ModelServer``, so the same runtime runs in a KServe pod (there,
 ``--host 0.0.0.0``). Every response carries ``x-ai-how-model-name`` and ``x-ai-how-model-version``,
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import signal
 import socket
 import sys
@@ -37,8 +43,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="ai-how-model-server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--model-uri", required=True, help="object-store URI of a synced model version")
-    p.add_argument("--name", required=True, help="model name in the protocol paths")
+    p.add_argument("--model-uri", help="object-store URI of a synced model version")
+    p.add_argument("--name", help="model name in the protocol paths")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=URI",
+        help="another model to serve (repeatable)",
+    )
+    p.add_argument("--device", default="auto", help="auto (a GPU when torch sees one), cpu or cuda[:N]")
+    p.add_argument("--engine", default="ours", help="LLM engine: ours, naive or transformers")
+    p.add_argument("--max-batch", type=int, default=None, help="LLM sequences per decode step")
+    p.add_argument("--max-waiting", type=int, default=4096, help="queued requests before 429")
     p.add_argument(
         "--config", type=Path, default=None, help="cluster config (object-store endpoint/credentials)"
     )
@@ -51,7 +68,23 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="port to listen on as well when promoted (SIGUSR1), shared with the previous server",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    models: list[tuple[str, str]] = []
+    if args.model_uri or args.name:
+        if not (args.model_uri and args.name):
+            p.error("--model-uri and --name go together")
+        models.append((args.name, args.model_uri))
+    for spec in args.model:
+        name, sep, uri = spec.partition("=")
+        if not sep or not name or not uri:
+            p.error(f"--model {spec!r}: write NAME=URI")
+        models.append((name, uri))
+    if not models:
+        p.error("name a model: --model-uri URI --name NAME, or --model NAME=URI")
+    if len({name for name, _ in models}) != len(models):
+        p.error("each model needs its own name")
+    args.models = models
+    return args
 
 
 @dataclass(frozen=True)
@@ -60,7 +93,7 @@ class Fetched:
     version: str  # the model version recorded in the synced manifest ('' when it records none)
 
 
-def fetch(args: argparse.Namespace) -> Fetched:
+def fetch(args: argparse.Namespace, name: str, uri: str) -> Fetched:
     """Download the version into the cache, verifying every file against its sha256 manifest."""
     from ai_how.objectstore.base import open_store
     from ai_how.objectstore.verified import download_verified
@@ -70,34 +103,60 @@ def fetch(args: argparse.Namespace) -> Fetched:
         from ai_how.config.loader import load_config
 
         store_config = load_config(args.config).config.mlops.object_store
-    store, prefix = open_store(args.model_uri, store_config)
+    store, prefix = open_store(uri, store_config)
     # One cache folder per version URI: a candidate never writes where a running server loaded from.
-    key = hashlib.sha256(str(args.model_uri).rstrip("/").encode()).hexdigest()[:16]
-    target: Path = Path(args.cache_dir) / str(args.name) / key
+    key = hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
+    target: Path = Path(args.cache_dir) / name / key
     manifest = download_verified(store, prefix, target)
-    print(f"fetched {len(manifest.files)} files from {args.model_uri}, sha256 verified", flush=True)
+    print(f"fetched {len(manifest.files)} files from {uri}, sha256 verified", flush=True)
     return Fetched(target, str(manifest.meta.get("version", "")))
 
 
-def add_identity(app: Any, dataplane: Any, name: str, version: str) -> None:
-    """Say which model version answers: a header on every response, ``versions`` in V2 metadata."""
-    headers = {NAME_HEADER: name, VERSION_HEADER: version}
+def add_identity(app: Any, dataplane: Any, versions: dict[str, str]) -> None:
+    """Say which model version answers: headers on every response naming the model the path (or,
+    with one model, the server) serves, and ``versions`` in each model's V2 metadata."""
+    only = next(iter(versions)) if len(versions) == 1 else None
+
+    def model_of(path: str) -> str | None:
+        for marker in ("/v2/models/", "/v1/models/"):
+            if path.startswith(marker):
+                return path[len(marker) :].split("/", maxsplit=1)[0].split(":", maxsplit=1)[0]
+        return only
 
     @app.middleware("http")
     async def identify(request: Any, call_next: Any) -> Any:
         response = await call_next(request)
-        response.headers.update(headers)
+        name = model_of(request.url.path)
+        if name in versions:
+            response.headers[NAME_HEADER] = name
+            response.headers[VERSION_HEADER] = versions[name]
         return response
 
     original = dataplane.model_metadata
 
     async def with_version(model_name: str) -> dict[str, Any]:
         metadata: dict[str, Any] = await original(model_name)
-        if version:
-            metadata["versions"] = [version]
+        if versions.get(model_name):
+            metadata["versions"] = [versions[model_name]]
         return metadata
 
     dataplane.model_metadata = with_version
+
+
+def add_overload_answer(app: Any) -> None:
+    """A full LLM admission queue answers 429 with Retry-After on every route (V1/V2 too)."""
+    from fastapi.responses import JSONResponse
+
+    from ai_how.serving.engine.core import EngineFull
+
+    async def full(request: Any, exc: Exception) -> Any:
+        return JSONResponse(
+            {"error": f"the server is at capacity ({exc}); retry after 1 s"},
+            status_code=429,
+            headers={"Retry-After": "1"},
+        )
+
+    app.add_exception_handler(EngineFull, full)
 
 
 def add_request_metrics(app: Any) -> None:
@@ -152,15 +211,19 @@ async def listen_production(app: Any, host: str, port: int) -> None:
     await uvicorn.Server(config).serve(sockets=[sock])
 
 
-def serve(model: Any, host: str, port: int, version: str, production_port: int | None = None) -> None:
+def serve(
+    models: list[Any], host: str, port: int, versions: dict[str, str], production_port: int | None = None
+) -> None:
     """KServe's ModelServer, single REST worker, bound to ``host`` (KServe itself always binds 0.0.0.0)."""
     from kserve import ModelServer
     from kserve.model_server import FASTAPI_APP_IMPORT_STRING, app
     from kserve.protocol.rest.server import RESTServer
 
     server = ModelServer(http_port=port, enable_grpc=False, workers=1)
-    server.register_model(model)
-    add_identity(app, server.dataplane, model.name, version)
+    for model in models:
+        server.register_model(model)
+    add_identity(app, server.dataplane, versions)
+    add_overload_answer(app)
     rest = RESTServer(
         FASTAPI_APP_IMPORT_STRING,
         server.dataplane,
@@ -188,35 +251,58 @@ def serve(model: Any, host: str, port: int, version: str, production_port: int |
 
 
 def main(argv: list[str] | None = None) -> int:
+    began = time.monotonic()
     args = parse(sys.argv[1:] if argv is None else argv)
     sys.argv = sys.argv[:1]  # kserve.model_server parses sys.argv at import; keep our flags away from it
-    from ai_how.errors import AiHowError
-
-    started = time.monotonic()
-    try:
-        fetched = fetch(args)
-    except AiHowError as exc:
-        print(f"error: cannot serve {args.model_uri}: {exc}", file=sys.stderr, flush=True)
-        return EXIT_FETCH
     from kserve.model_server import app
 
+    from ai_how.errors import AiHowError
     from ai_how.serving import openai_routes
-    from ai_how.serving.runtimes import LLMModel, build_model
+    from ai_how.serving.runtimes import LLMModel, ServeOptions, build_model
 
-    try:
-        model = build_model(args.name, fetched.model_dir)
-    except Exception as exc:  # any load failure ends the process with a clear line
-        print(f"error: cannot load the model in {fetched.model_dir}: {exc}", file=sys.stderr, flush=True)
-        return EXIT_LOAD
-    if isinstance(model, LLMModel):
-        openai_routes.register(app, model)
+    phases = {"import_s": time.monotonic() - began, "fetch_s": 0.0, "load_s": 0.0, "warmup_s": 0.0}
+    options = ServeOptions(args.device, args.engine, args.max_batch, args.max_waiting)
+    models: list[Any] = []
+    versions: dict[str, str] = {}
+    for name, uri in args.models:
+        started = time.monotonic()
+        try:
+            fetched = fetch(args, name, uri)
+        except AiHowError as exc:
+            print(f"error: cannot serve {uri}: {exc}", file=sys.stderr, flush=True)
+            return EXIT_FETCH
+        phases["fetch_s"] += time.monotonic() - started
+        started = time.monotonic()
+        try:
+            model = build_model(name, fetched.model_dir, options)
+        except Exception as exc:  # any load failure ends the process with a clear line
+            print(f"error: cannot load the model in {fetched.model_dir}: {exc}", file=sys.stderr, flush=True)
+            return EXIT_LOAD
+        load_phases = getattr(model, "phases", {})
+        phases["load_s"] += load_phases.get("load_s", time.monotonic() - started)
+        phases["warmup_s"] += load_phases.get("warmup_s", 0.0)
+        models.append(model)
+        versions[name] = fetched.version
+        print(
+            f"model {name} v{fetched.version or '?'} ready in {time.monotonic() - started:.2f} s", flush=True
+        )
+    llms = {m.name: m for m in models if isinstance(m, LLMModel)}
+    if llms:
+        openai_routes.register(app, llms)
     add_request_metrics(app)
+    print("startup-phases " + json.dumps({k: round(v, 4) for k, v in phases.items()}), flush=True)
     print(
-        f"model {args.name} v{fetched.version or '?'} loaded in {time.monotonic() - started:.2f} s; "
-        f"serving on http://{args.host}:{args.port}",
+        f"serving {', '.join(versions)} on http://{args.host}:{args.port} "
+        f"({time.monotonic() - began:.2f} s after start)",
         flush=True,
     )
-    serve(model, args.host, args.port, fetched.version, args.production_port)
+    try:
+        serve(models, args.host, args.port, versions, args.production_port)
+    finally:
+        for model in models:
+            stop = getattr(model, "stop", None)
+            if stop is not None:
+                stop()
     return 0
 
 

@@ -1,0 +1,71 @@
+"""The decode step as CUDA graphs, one per batch-size bucket (1, 2, 4, ... max).
+
+Without graphs the host launches ~300 kernels per step and bounds it at tens of milliseconds
+whatever the batch; a replay costs one launch. A batch of n sequences replays the smallest bucket
+of at least n; padding rows point at the cache's scratch slot. Capture takes seconds, not the
+tens of seconds of a compile, so it stays on the start-up path.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ai_how.serving.engine.kvcache import KVCache
+from ai_how.serving.engine.model import Decoder
+
+
+def bucket_sizes(max_batch: int) -> list[int]:
+    sizes, n = [], 1
+    while n < max_batch:
+        sizes.append(n)
+        n *= 2
+    sizes.append(max_batch)
+    return sizes
+
+
+class DecodeGraphs:
+    def __init__(self, decoder: Decoder, cache: KVCache, max_batch: int) -> None:
+        self.decoder, self.cache = decoder, cache
+        device = decoder.device
+        self.sizes = bucket_sizes(max_batch)
+        self.tokens = torch.zeros(max_batch, dtype=torch.long, device=device)
+        self.positions = torch.zeros(max_batch, dtype=torch.long, device=device)
+        self.slots = torch.full((max_batch,), cache.scratch.start, dtype=torch.long, device=device)
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.logits: dict[int, Tensor] = {}
+        self.greedy: dict[int, Tensor] = {}
+
+    def capture(self) -> None:
+        pool = None
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.inference_mode():
+            for _ in range(2):  # compile Triton kernels and let cuBLAS pick its algorithms
+                self._step(self.sizes[-1])
+        torch.cuda.current_stream().wait_stream(stream)
+        torch.cuda.synchronize()
+        for n in reversed(self.sizes):
+            graph = torch.cuda.CUDAGraph()
+            with torch.inference_mode(), torch.cuda.graph(graph, pool=pool):
+                logits = self._step(n)
+                greedy = logits.argmax(-1)
+            pool = graph.pool()
+            self.graphs[n], self.logits[n], self.greedy[n] = graph, logits, greedy
+        torch.cuda.synchronize()
+
+    def _step(self, n: int) -> Tensor:
+        return self.decoder.decode(self.tokens[:n], self.positions[:n], self.slots[:n], self.cache)
+
+    def run(self, tokens: Tensor, positions: Tensor, slots: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits [n, V] and greedy tokens [n] for n live rows (views valid until the next run)."""
+        n = tokens.shape[0]
+        size = next(s for s in self.sizes if s >= n)
+        self.tokens[:n].copy_(tokens, non_blocking=True)
+        self.positions[:n].copy_(positions, non_blocking=True)
+        self.slots[:n].copy_(slots, non_blocking=True)
+        if size > n:
+            self.positions[n:size].zero_()
+            self.slots[n:size].fill_(self.cache.scratch.start)
+        self.graphs[size].replay()
+        return self.logits[size][:n], self.greedy[size][:n]

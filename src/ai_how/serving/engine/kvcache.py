@@ -1,0 +1,75 @@
+"""The KV cache: one flat buffer per layer, carved into per-sequence slots bucketed by length.
+
+A sequence takes the smallest free slot that holds its prompt plus ``max_tokens``, so a 96-token
+request never pins a 2,048-token slot, and attention reads only the live tokens of each slot (the
+ragged kernel), never a padded static cache. Slot ``start`` offsets index the flat buffer directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Slot:
+    start: int
+    capacity: int
+
+
+def plan_buckets(max_sequences: int, max_positions: int) -> list[tuple[int, int]]:
+    """(capacity, count) pairs: many short slots, fewer long ones, one bucket reaching the context."""
+    buckets: list[tuple[int, int]] = []
+    capacity, count = 128, max_sequences
+    while capacity < max_positions:
+        buckets.append((capacity, count))
+        capacity, count = capacity * 4, max(1, count // 4)
+    buckets.append((max_positions, max(1, count)))
+    return buckets
+
+
+class KVCache:
+    def __init__(
+        self,
+        layers: int,
+        kv_heads: int,
+        head_dim: int,
+        buckets: list[tuple[int, int]],
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.buckets = sorted(buckets)
+        self._free: dict[int, list[Slot]] = {}
+        start = 0
+        for capacity, count in self.buckets:
+            self._free[capacity] = [Slot(start + i * capacity, capacity) for i in reversed(range(count))]
+            start += capacity * count
+        self.scratch = Slot(start, 1)  # where padding rows of a captured batch write and read
+        self.tokens = start + 1
+        shape = (self.tokens, kv_heads, head_dim)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+        self.capacity_tokens = start
+        self.used_tokens = 0
+        self.bytes = 2 * layers * self.tokens * kv_heads * head_dim * self.keys[0].element_size()
+
+    @property
+    def largest(self) -> int:
+        return self.buckets[-1][0]
+
+    def allocate(self, need: int) -> Slot | None:
+        """The smallest free slot of at least ``need`` tokens, or None when every fitting slot is taken."""
+        for capacity, _ in self.buckets:
+            if capacity >= need and self._free[capacity]:
+                slot = self._free[capacity].pop()
+                self.used_tokens += slot.capacity
+                return slot
+        return None
+
+    def release(self, slot: Slot) -> None:
+        self._free[slot.capacity].append(slot)
+        self.used_tokens -= slot.capacity
+
+    def usage(self) -> float:
+        return self.used_tokens / self.capacity_tokens if self.capacity_tokens else 0.0

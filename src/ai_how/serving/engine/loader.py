@@ -1,0 +1,77 @@
+"""Build an ``AsyncLLM`` for a model directory with the chosen engine and device."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ENGINES = ("ours", "naive", "transformers")
+
+
+def default_dtype(device: Any) -> Any:
+    import torch
+
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def eos_ids(lm: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    for source in (getattr(lm, "generation_config", None), lm.config):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list):
+            ids.update(v for v in value if isinstance(v, int))
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return ids
+
+
+def load_llm(
+    model_dir: Path,
+    name: str,
+    engine: str = "ours",
+    device: str = "auto",
+    max_batch: int | None = None,
+    max_waiting: int = 4096,
+    metrics: Any = None,
+) -> Any:
+    """Load weights and tokenizer, build the engine; the caller warms it up and starts it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ai_how.serving.devices import resolve_device
+    from ai_how.serving.engine.frontend import AsyncLLM
+
+    if engine not in ENGINES:
+        raise ValueError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
+    target = torch.device(resolve_device(device))
+    dtype = default_dtype(target)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    lm: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    lm.eval()
+    eos = eos_ids(lm, tokenizer)
+    batch = max_batch or (256 if target.type == "cuda" else 32)
+    factory: Callable[[Any], Any]
+    if engine == "ours":
+        from ai_how.serving.engine.core import Engine
+        from ai_how.serving.engine.model import Decoder
+
+        decoder = Decoder(lm, target, dtype)
+        del lm
+
+        def factory(emit: Any) -> Any:
+            return Engine(decoder, eos, emit, max_batch=batch, max_waiting=max_waiting)
+
+    else:
+        from ai_how.serving.engine import baselines
+
+        lm = lm.to(target)
+
+        def factory(emit: Any) -> Any:
+            cls = baselines.NaiveEngine if engine == "naive" else baselines.TransformersEngine
+            return cls(lm, eos, emit, max_batch=batch, max_waiting=max_waiting)
+
+    with torch.inference_mode():
+        return AsyncLLM(factory, tokenizer, name, metrics)

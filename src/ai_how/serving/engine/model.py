@@ -1,0 +1,188 @@
+"""A decoder-only transformer (Llama family) run from its HF weights by our own forward pass.
+
+transformers supplies the model definition, weights and rotary tables; the forward here is ours so
+that the KV cache is the engine's flat, ragged cache and the decode step can be captured in a CUDA
+graph. Supported: Llama, Mistral and Qwen2 style decoders (RMSNorm, rotary, GQA, SwiGLU; optional
+q/k/v biases). Anything else is served by the naive engine (``engine: naive``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from ai_how.serving.engine import attention
+
+SUPPORTED = ("llama", "mistral", "qwen2")
+
+
+class UnsupportedModel(ValueError):
+    """The checkpoint's architecture is not one this forward implements."""
+
+
+@dataclass
+class Layer:
+    ln_attn: Tensor
+    qkv: Tensor  # [(Hq + 2 Hkv) D, H]
+    qkv_bias: Tensor | None
+    out: Tensor  # [H, Hq D]
+    ln_mlp: Tensor
+    gate_up: Tensor  # [2 I, H]
+    down: Tensor  # [H, I]
+
+
+@dataclass(frozen=True)
+class Shape:
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    max_positions: int
+    eps: float
+    scale: float
+
+
+class Decoder:
+    """Weights in the layout our kernels want (fused qkv, fused gate/up) plus the rotary tables."""
+
+    def __init__(self, lm: Any, device: torch.device, dtype: torch.dtype) -> None:
+        config = lm.config
+        if config.model_type not in SUPPORTED:
+            raise UnsupportedModel(f"model_type {config.model_type!r} (ours serves {', '.join(SUPPORTED)})")
+        if getattr(config, "hidden_act", "silu") != "silu":
+            raise UnsupportedModel(f"hidden_act {config.hidden_act!r} (ours serves silu)")
+        base = lm.model
+        first = base.layers[0]
+        if hasattr(first.self_attn, "q_norm"):
+            raise UnsupportedModel("q/k norms in attention")
+        heads = config.num_attention_heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        self.shape = Shape(
+            layers=len(base.layers),
+            hidden=config.hidden_size,
+            heads=heads,
+            kv_heads=kv_heads,
+            head_dim=head_dim,
+            vocab=config.vocab_size,
+            max_positions=int(getattr(config, "max_position_embeddings", 2048)),
+            eps=float(first.input_layernorm.variance_epsilon),
+            scale=float(getattr(first.self_attn, "scaling", head_dim**-0.5)),
+        )
+        self.device, self.dtype = device, dtype
+
+        def w(t: Tensor) -> Tensor:
+            return t.detach().to(device=device, dtype=dtype).contiguous()
+
+        self.embed = w(base.embed_tokens.weight)
+        self.norm = w(base.norm.weight)
+        self.lm_head = w(lm.lm_head.weight) if not config.tie_word_embeddings else self.embed
+        self.layers: list[Layer] = []
+        for layer in base.layers:
+            a, m = layer.self_attn, layer.mlp
+            bias = None
+            if a.q_proj.bias is not None:
+                bias = w(torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]))
+            self.layers.append(
+                Layer(
+                    ln_attn=w(layer.input_layernorm.weight),
+                    qkv=w(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])),
+                    qkv_bias=bias,
+                    out=w(a.o_proj.weight),
+                    ln_mlp=w(layer.post_attention_layernorm.weight),
+                    gate_up=w(torch.cat([m.gate_proj.weight, m.up_proj.weight])),
+                    down=w(m.down_proj.weight),
+                )
+            )
+        # Rotary tables from the model's own rotary module (covers every rope_scaling HF knows).
+        positions = torch.arange(self.shape.max_positions, device="cpu")[None]
+        probe = torch.zeros(1, dtype=torch.float32)
+        cos, sin = base.rotary_emb.to("cpu")(probe, positions)
+        self.cos = cos[0].to(device=device, dtype=dtype).contiguous()  # [P, D]
+        self.sin = sin[0].to(device=device, dtype=dtype).contiguous()
+
+    # ------------------------------------------------------------------ pieces
+    def _rms(self, x: Tensor, weight: Tensor) -> Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.shape.eps)
+        return weight * x32.to(x.dtype)
+
+    @staticmethod
+    def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        half = x.shape[-1] // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin
+
+    def _qkv(self, layer: Layer, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        s = self.shape
+        qkv = F.linear(h, layer.qkv, layer.qkv_bias)
+        q, k, v = qkv.split([s.heads * s.head_dim, s.kv_heads * s.head_dim, s.kv_heads * s.head_dim], -1)
+        return (
+            q.unflatten(-1, (s.heads, s.head_dim)),
+            k.unflatten(-1, (s.kv_heads, s.head_dim)),
+            v.unflatten(-1, (s.kv_heads, s.head_dim)),
+        )
+
+    def _mlp(self, layer: Layer, x: Tensor) -> Tensor:
+        h = self._rms(x, layer.ln_mlp)
+        gate, up = F.linear(h, layer.gate_up).chunk(2, dim=-1)
+        return x + F.linear(F.silu(gate) * up, layer.down)
+
+    def logits(self, x: Tensor) -> Tensor:
+        return F.linear(self._rms(x, self.norm), self.lm_head).float()
+
+    # ------------------------------------------------------------------ passes
+    def decode(self, tokens: Tensor, positions: Tensor, slots: Tensor, cache: Any) -> Tensor:
+        """One token per sequence: tokens/positions/slots are [B]; returns logits [B, V] (float32).
+
+        ``slots[b]`` is where sequence b's cache starts in the flat cache; its token at position p
+        lives at ``slots[b] + p``. Everything here is device-side indexing, so it can be graph-captured.
+        """
+        x = F.embedding(tokens, self.embed)
+        cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]
+        where = slots + positions
+        lengths = positions + 1
+        for i, layer in enumerate(self.layers):
+            q, k, v = self._qkv(layer, self._rms(x, layer.ln_attn))
+            q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
+            cache.keys[i].index_copy_(0, where, k)
+            cache.values[i].index_copy_(0, where, v)
+            o = attention.decode(q, cache.keys[i], cache.values[i], slots, lengths, self.shape.scale)
+            x = x + F.linear(o.flatten(1), layer.out)
+            x = self._mlp(layer, x)
+        return self.logits(x)
+
+    def prefill(self, tokens: Tensor, lengths: Tensor, slots: Tensor, cache: Any) -> Tensor:
+        """Prompts padded to [B, L] (``lengths`` [B] real lengths): fills the cache, returns the
+        logits of each prompt's last token [B, V]."""
+        batch, width = tokens.shape
+        positions = torch.arange(width, device=tokens.device)
+        valid = positions[None, :] < lengths[:, None]  # [B, L]
+        where = (slots[:, None] + positions[None, :])[valid]
+        causal = positions[None, :] <= positions[:, None]  # [L(q), L(k)]
+        mask = (causal[None] & valid[:, None, :])[:, None]  # [B, 1, L, L]
+        cos, sin = self.cos[:width][None, :, None], self.sin[:width][None, :, None]
+        x = F.embedding(tokens, self.embed)
+        for i, layer in enumerate(self.layers):
+            q, k, v = self._qkv(layer, self._rms(x, layer.ln_attn))  # [B, L, H, D]
+            q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
+            cache.keys[i].index_copy_(0, where, k[valid])
+            cache.values[i].index_copy_(0, where, v[valid])
+            o = F.scaled_dot_product_attention(
+                q.transpose(1, 2),
+                k.transpose(1, 2),
+                v.transpose(1, 2),
+                attn_mask=mask,
+                scale=self.shape.scale,
+                enable_gqa=True,
+            )
+            x = x + F.linear(o.transpose(1, 2).flatten(2), layer.out)
+            x = self._mlp(layer, x)
+        last = x[torch.arange(batch, device=x.device), lengths - 1]
+        return self.logits(last)

@@ -1,0 +1,84 @@
+"""LLM serving metrics in vLLM's spirit, per model: requests running/waiting, KV-cache use,
+time to first token, time per output token, generated and prompt tokens.
+
+Gauges are read from each engine's stats when Prometheus scrapes (a collector), so the engine loop
+never touches prometheus_client. KServe's own ``request_predict_seconds`` histogram is observed by
+the routes around each request.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
+
+
+class LLMMetrics(Collector):
+    """One per process; ``watch(name, engine)`` adds a model's engine to the gauges."""
+
+    def __init__(self, registry: Any = REGISTRY) -> None:
+        self.engines: dict[str, Any] = {}
+        self.ttft = Histogram(
+            "ai_how_time_to_first_token_seconds",
+            "Time from request arrival to its first generated token",
+            ["model_name"],
+            buckets=TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.tpot = Histogram(
+            "ai_how_time_per_output_token_seconds",
+            "Mean time per output token after the first, per request",
+            ["model_name"],
+            buckets=TPOT_BUCKETS,
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "ai_how_generation_tokens", "Generated tokens", ["model_name"], registry=registry
+        )
+        registry.register(self)
+
+    def watch(self, name: str, engine: Any) -> None:
+        self.engines[name] = engine
+
+    def observe(self, what: str, model: str, seconds: float) -> None:
+        (self.ttft if what == "ttft" else self.tpot).labels(model_name=model).observe(seconds)
+
+    def generated(self, model: str, tokens: int) -> None:
+        self.tokens.labels(model_name=model).inc(tokens)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        running = GaugeMetricFamily(
+            "ai_how_num_requests_running", "Requests in the running batch", labels=["model_name"]
+        )
+        waiting = GaugeMetricFamily(
+            "ai_how_num_requests_waiting", "Requests queued for a slot", labels=["model_name"]
+        )
+        kv = GaugeMetricFamily(
+            "ai_how_kv_cache_usage_perc", "KV-cache slots in use (0-1)", labels=["model_name"]
+        )
+        prompt = GaugeMetricFamily(
+            "ai_how_prompt_tokens_total", "Prompt tokens prefilled", labels=["model_name"]
+        )
+        for name, engine in self.engines.items():
+            stats = engine.stats
+            running.add_metric([name], stats.running)
+            waiting.add_metric([name], stats.waiting)
+            kv.add_metric([name], stats.kv_usage)
+            prompt.add_metric([name], stats.prompt_tokens)
+        yield from (running, waiting, kv, prompt)
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
+
+
+@functools.cache
+def llm_metrics() -> LLMMetrics:
+    """The process's one LLMMetrics (prometheus_client refuses a metric registered twice)."""
+    return LLMMetrics()

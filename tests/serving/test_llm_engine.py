@@ -1,0 +1,118 @@
+"""ai-how's continuous-batching engine on CPU: the tokens users get are the model's, whatever the batch."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from ai_how.serving.engine.core import EngineFull
+from ai_how.serving.engine.loader import load_llm
+from ai_how.serving.engine.sampling import SamplingParams
+from tests.serving.llm_fixtures import tiny_llama
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_llama(tmp_path_factory.mktemp("tiny-llm"))
+
+
+@pytest.fixture(scope="module")
+def llm(model_dir: Path) -> Iterator[Any]:
+    engine = load_llm(model_dir, "tiny", device="cpu", max_batch=6)
+    engine.engine.warm_up()
+    engine.start()
+    yield engine
+    engine.stop()
+
+
+def reference(model_dir: Path, prompt: list[int], n: int) -> list[int]:
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(model_dir)
+    with torch.no_grad():
+        out = hf.generate(
+            torch.tensor([prompt]), max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0
+        )
+    return [int(t) for t in out[0, len(prompt) :]]
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_greedy_tokens_equal_generate_for_concurrent_mixed_requests(llm: Any, model_dir: Path) -> None:
+    rng = random.Random(7)
+    vocab = len(llm.tokenizer)
+    prompts = [[rng.randrange(4, vocab) for _ in range(rng.randrange(2, 40))] for _ in range(18)]
+    lengths = [rng.randrange(1, 30) for _ in prompts]
+
+    async def all_at_once() -> list[Any]:
+        jobs = [llm.complete(p, SamplingParams(max_tokens=n, ignore_eos=True)) for p, n in zip(prompts, lengths)]
+        return await asyncio.gather(*jobs)
+
+    answers = run(all_at_once())
+    # 18 requests through 6 batch slots: requests joined and left between steps
+    assert max(llm.engine.stats.batch_histogram) == 6
+    for prompt, n, answer in zip(prompts, lengths, answers, strict=True):
+        assert answer.token_ids == reference(model_dir, prompt, n)
+        assert answer.finish == "length"
+
+
+def test_a_seeded_sample_does_not_depend_on_its_batch(llm: Any) -> None:
+    params = SamplingParams(max_tokens=12, temperature=0.9, top_p=0.9, seed=1234, ignore_eos=True)
+    alone = run(llm.complete([5, 6, 7], params)).token_ids
+
+    async def crowded() -> Any:
+        noise = [llm.complete([9, 9], SamplingParams(max_tokens=20, temperature=1.0)) for _ in range(4)]
+        mine = llm.complete([5, 6, 7], params)
+        return (await asyncio.gather(mine, *noise))[0]
+
+    assert run(crowded()).token_ids == alone
+    other = run(llm.complete([5, 6, 7], SamplingParams(12, 0.9, 0.9, seed=99, ignore_eos=True))).token_ids
+    assert other != alone
+
+
+def test_a_stop_string_ends_the_answer_before_it(llm: Any) -> None:
+    free = run(llm.complete([5, 6, 7], SamplingParams(max_tokens=20, ignore_eos=True)))
+    stop = free.text[3:6]
+    assert stop, "the tiny model produced too little text to pick a stop string"
+    cut = run(llm.complete([5, 6, 7], SamplingParams(max_tokens=20, stop=(stop,), ignore_eos=True)))
+    assert cut.finish == "stop"
+    assert cut.text == free.text[: free.text.index(stop)]
+
+
+def test_a_consumer_that_goes_away_frees_its_slot(llm: Any) -> None:
+    async def leave_early() -> None:
+        stream = llm.generate([5, 6, 7], SamplingParams(max_tokens=400, ignore_eos=True))
+        await stream.__anext__()
+        await stream.aclose()  # what a closed SSE response does
+        for _ in range(100):
+            if llm.engine.stats.running == 0 and llm.engine.cache.used_tokens == 0:
+                return
+            await asyncio.sleep(0.02)
+
+    run(leave_early())
+    assert llm.engine.stats.running == 0
+    assert llm.engine.cache.used_tokens == 0
+
+
+def test_limits_are_refused_before_anything_runs(llm: Any) -> None:
+    with pytest.raises(ValueError, match="exceed the context"):
+        llm.engine.submit([1, 2, 3], SamplingParams(max_tokens=100_000))
+    with pytest.raises(ValueError, match="empty"):
+        llm.engine.submit([], SamplingParams())
+
+
+def test_a_full_queue_refuses_instead_of_growing(model_dir: Path) -> None:
+    engine = load_llm(model_dir, "tiny", device="cpu", max_batch=2, max_waiting=3)
+    # not started: nothing leaves the queue
+    for _ in range(3):
+        engine.engine.submit([1, 2], SamplingParams(max_tokens=2))
+    with pytest.raises(EngineFull):
+        engine.engine.submit([1, 2], SamplingParams(max_tokens=2))
