@@ -37,7 +37,7 @@ class ServeOptions:
 
     device: str = "auto"
     engine: str = "ours"
-    max_batch: int | None = None  # None: 256 on a GPU, 32 on a CPU
+    max_batch: int | None = None  # None: 512 on a GPU, 32 on a CPU
     max_waiting: int = 4096
 
 

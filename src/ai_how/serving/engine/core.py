@@ -68,6 +68,17 @@ class EngineFull(Exception):
     """The admission queue is full: the caller answers 429 with Retry-After."""
 
 
+def check_request(prompt: list[int], params: SamplingParams, context_limit: int) -> None:
+    """The limits every engine enforces before a request is queued, with one set of messages."""
+    if not prompt:
+        raise ValueError("the prompt is empty")
+    if len(prompt) + params.max_tokens > context_limit:
+        raise ValueError(
+            f"prompt ({len(prompt)} tokens) + max_tokens ({params.max_tokens}) exceed the context of "
+            f"{context_limit} tokens"
+        )
+
+
 class Engine:
     """Continuous batching over ``Decoder``. Thread-safe ``submit``/``abort``; ``emit`` gets updates."""
 
@@ -140,14 +151,7 @@ class Engine:
 
     def submit(self, prompt: list[int], params: SamplingParams) -> int:
         """Queue a request; its updates arrive through ``emit``. Raises EngineFull, ValueError."""
-        if not prompt:
-            raise ValueError("the prompt is empty")
-        need = len(prompt) + params.max_tokens
-        if need > self.context_limit:
-            raise ValueError(
-                f"prompt ({len(prompt)} tokens) + max_tokens ({params.max_tokens}) exceed the context of "
-                f"{self.context_limit} tokens"
-            )
+        check_request(prompt, params, self.context_limit)
         with self._lock:
             if self._pending >= self.max_waiting:
                 raise EngineFull(f"{self._pending} requests are waiting")

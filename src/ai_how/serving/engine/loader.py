@@ -52,7 +52,7 @@ def load_llm(
     lm: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     lm.eval()
     eos = eos_ids(lm, tokenizer)
-    batch = max_batch or (256 if target.type == "cuda" else 32)
+    batch = max_batch or (512 if target.type == "cuda" else 32)
     factory: Callable[[Any], Any]
     if engine == "ours":
         from ai_how.serving.engine.core import Engine
