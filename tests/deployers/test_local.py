@@ -13,16 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ai_how.bench.payloads import ZERO
 from ai_how.config.loader import load_config
 from ai_how.deployers.base import DeployError, DeployRequest
 from ai_how.deployers.local import LocalDeployer, served_version
 from ai_how.layout import Layout
 from ai_how.objectstore.base import open_store
 from ai_how.objectstore.sync import sync_directory
-from bench.serving import ZERO
 from tests.services import free_port, write_config
-
-pytestmark = pytest.mark.slow
 
 
 @dataclass

@@ -16,10 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.serving import ZERO
+from ai_how.bench.payloads import ZERO
 from tests.services import Env, Postgres, S3Server, free_port, make_env, write_config
-
-pytestmark = pytest.mark.slow
 
 # ZERO: a held-out sklearn digit (index 0 of the test split), a 0 (shared with the serving benchmark).
 
@@ -50,6 +48,7 @@ def mlflow_client(env: Env) -> Any:
     return MlflowClient(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}")
 
 
+@pytest.mark.slow
 def test_digits_cnn_trains_registers_syncs_serves_and_rolls_back(e2e: Env, s3_server: S3Server) -> None:
     result, doc = run_pipeline(e2e, "--workload", "digits-cnn", "--model-name", "digits")
     assert doc["status"] == "succeeded"
@@ -70,8 +69,8 @@ def test_digits_cnn_trains_registers_syncs_serves_and_rolls_back(e2e: Env, s3_se
     assert all(check["ok"] for check in stages["verify"]["checks"])
     assert "served version" in {check["name"] for check in stages["verify"]["checks"]}
 
-    # Load: 300 requests from 8 threads, all answered correctly, every one counted by the server's metrics.
-    from bench.serving import run as load
+    # Load: 300 requests from 8 workers, all answered correctly, every one counted by the server's metrics.
+    from ai_how.bench.loadgen import send_requests
 
     def counted() -> float:
         from ai_how.pipeline.checks import metric_total
@@ -82,9 +81,9 @@ def test_digits_cnn_trains_registers_syncs_serves_and_rolls_back(e2e: Env, s3_se
         )
 
     before = counted()
-    result = load(endpoint, "digits", "v1", total=300, concurrency=8, max_tokens=0)
-    assert result["errors"] == 0 and result["requests_per_s"] > 0
-    assert counted() - before == 300 + 10  # the benchmark's 10 warm-up requests included
+    result = send_requests(endpoint, "digits", "v1", total=300, concurrency=8)
+    assert result["errors"] == 0 and result["ok"] == 300 and result["requests_per_s"] > 0
+    assert counted() - before == 300
 
     # MLflow: one run with the whole metric history (batched), params, dataset hash and job id; v1 @production.
     client = mlflow_client(e2e)
@@ -118,6 +117,7 @@ def test_digits_cnn_trains_registers_syncs_serves_and_rolls_back(e2e: Env, s3_se
     assert "v1: all checks passed" in verified.stdout
 
 
+@pytest.mark.slow
 def test_llm_sft_serves_openai_chat_and_oumi_remote_engine(e2e: Env) -> None:
     result, doc = run_pipeline(e2e, "--workload", "llm-sft", "--model-name", "chat")
     assert doc["status"] == "succeeded", result.stdout
@@ -178,6 +178,7 @@ def test_llm_sft_serves_openai_chat_and_oumi_remote_engine(e2e: Env) -> None:
     assert config.training.trainer_type.name == "TRL_SFT"
 
 
+@pytest.mark.slow
 def test_killed_during_sync_resumes_without_resending(e2e: Env, s3_server: S3Server) -> None:
     killed = e2e.pipeline(
         "--workload",
@@ -252,6 +253,7 @@ def test_killed_during_sync_resumes_without_resending(e2e: Env, s3_server: S3Ser
     assert "model.safetensors" in server.stderr and "is corrupt" in server.stderr
 
 
+@pytest.mark.slow
 def test_a_failed_verify_leaves_production_on_the_old_version(e2e: Env, s3_server: S3Server) -> None:
     _, first = run_pipeline(e2e, "--workload", "digits-cnn", "--model-name", "guarded")
     assert first["status"] == "succeeded"
@@ -288,6 +290,7 @@ def _fails_cleanly(result: subprocess.CompletedProcess[str], *fragments: str) ->
         assert fragment in output, output
 
 
+@pytest.mark.slow
 def test_bad_inputs_end_with_the_cause_and_the_stage(e2e: Env, tmp_path: Path) -> None:
     _fails_cleanly(e2e.pipeline("--workload", "nope", check=False), "unknown workload 'nope'")
     _fails_cleanly(
@@ -330,6 +333,7 @@ def test_bad_inputs_end_with_the_cause_and_the_stage(e2e: Env, tmp_path: Path) -
     )
 
 
+@pytest.mark.slow
 def test_pipeline_with_postgresql_backend(tmp_path: Path, postgres: Postgres, s3_server: S3Server) -> None:
     env = make_env(tmp_path, s3=s3_server, postgres=postgres)
     with env.stack():
@@ -366,6 +370,7 @@ def test_stage_by_stage_with_stop_after_and_resume_latest(e2e: Env) -> None:
     assert status["run_id"] == run_id
 
 
+@pytest.mark.slow
 def test_the_embedded_default_needs_no_separate_stack_up(tmp_path: Path) -> None:
     """`ai-how pipeline run` on a config whose MLflow runs here starts it when it is down."""
     env = make_env(tmp_path)

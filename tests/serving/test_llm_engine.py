@@ -53,7 +53,10 @@ def test_greedy_tokens_equal_generate_for_concurrent_mixed_requests(llm: Any, mo
     lengths = [rng.randrange(1, 30) for _ in prompts]
 
     async def all_at_once() -> list[Any]:
-        jobs = [llm.complete(p, SamplingParams(max_tokens=n, ignore_eos=True)) for p, n in zip(prompts, lengths)]
+        jobs = [
+            llm.complete(p, SamplingParams(max_tokens=n, ignore_eos=True))
+            for p, n in zip(prompts, lengths, strict=True)
+        ]
         return await asyncio.gather(*jobs)
 
     answers = run(all_at_once())

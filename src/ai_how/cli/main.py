@@ -106,9 +106,17 @@ def main(
 
 
 def _register() -> None:
-    from ai_how.cli import config_cmds, evaluate_cmds, oumi_cmds, pipeline_cmds, stack_cmds, sync_cmds
+    from ai_how.cli import (
+        bench_cmds,
+        config_cmds,
+        evaluate_cmds,
+        oumi_cmds,
+        pipeline_cmds,
+        stack_cmds,
+        sync_cmds,
+    )
 
-    for module in (config_cmds, stack_cmds, pipeline_cmds, sync_cmds, evaluate_cmds, oumi_cmds):
+    for module in (config_cmds, stack_cmds, pipeline_cmds, sync_cmds, evaluate_cmds, oumi_cmds, bench_cmds):
         module.register(app)
 
 

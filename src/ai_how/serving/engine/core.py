@@ -91,6 +91,8 @@ class Engine:
         max_waiting: int = 4096,
         max_prefill_tokens: int = 16384,
         use_graphs: bool | None = None,
+        min_prefill_batch: int = 32,
+        max_prefill_delay_s: float = 0.01,
     ) -> None:
         self.decoder = decoder
         self.eos_ids = eos_ids
@@ -98,6 +100,8 @@ class Engine:
         self.max_batch = max_batch
         self.max_waiting = max_waiting
         self.max_prefill_tokens = max_prefill_tokens
+        self.min_prefill_batch = min_prefill_batch
+        self.max_prefill_delay_s = max_prefill_delay_s
         shape = decoder.shape
         self.cache = KVCache(
             shape.layers,
@@ -123,6 +127,8 @@ class Engine:
             from ai_how.serving.engine.graphs import DecodeGraphs
 
             self.graphs = DecodeGraphs(decoder, self.cache, max_batch)
+            self._host_tensors = [torch.zeros(max_batch, dtype=torch.long).pin_memory() for _ in range(3)]
+            self._host = [t.numpy() for t in self._host_tensors]
 
     # ------------------------------------------------------------------ control (any thread)
     @property
@@ -218,8 +224,19 @@ class Engine:
         if updates:
             self.emit(updates)
 
+    def _prefill_now(self) -> bool:
+        """Prefill when idle, when enough requests wait to fill a worthwhile batch, or when the
+        oldest has waited ``max_prefill_delay_s``: each prefill pauses every running sequence."""
+        if not self._waiting:
+            return False
+        if not self._running or len(self._waiting) >= self.min_prefill_batch:
+            return True
+        return time.monotonic() - self._waiting[0].arrived >= self.max_prefill_delay_s
+
     def _admit(self, updates: list[Update]) -> None:
         """Prefill waiting requests into free slots (FIFO), within the batch and prefill budgets."""
+        if not self._prefill_now():
+            return
         admitted: list[Sequence] = []
         padded_width = 0
         while self._waiting and len(self._running) + len(admitted) < self.max_batch:
@@ -255,14 +272,20 @@ class Engine:
 
     def _decode(self, updates: list[Update]) -> None:
         running = self._running
+        n = len(running)
         device = self.decoder.device
-        tokens = torch.tensor([s.last_token for s in running], dtype=torch.long)
-        positions = torch.tensor([s.position for s in running], dtype=torch.long)
-        slots = torch.tensor([s.slot.start for s in running if s.slot is not None], dtype=torch.long)
         if self.graphs is not None:
-            pinned = torch.stack([tokens, positions, slots]).pin_memory()
-            logits, greedy = self.graphs.run(*pinned.to(device, non_blocking=True))
+            # Persistent pinned host buffers: the copies are async and the next write comes after
+            # this step's tokens were read back (a sync), so a buffer is never overwritten in flight.
+            host = self._host
+            host[0][:n] = [s.last_token for s in running]
+            host[1][:n] = [s.position for s in running]
+            host[2][:n] = [s.slot.start for s in running if s.slot is not None]
+            logits, greedy = self.graphs.run(*(t[:n] for t in self._host_tensors))
         else:
+            tokens = torch.tensor([s.last_token for s in running], dtype=torch.long)
+            positions = torch.tensor([s.position for s in running], dtype=torch.long)
+            slots = torch.tensor([s.slot.start for s in running if s.slot is not None], dtype=torch.long)
             logits = self.decoder.decode(
                 tokens.to(device), positions.to(device), slots.to(device), self.cache
             )

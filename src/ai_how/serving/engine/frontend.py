@@ -11,7 +11,6 @@ streaming coalesces tokens by itself under load.
 from __future__ import annotations
 
 import asyncio
-import collections
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -77,18 +76,45 @@ class Detokenizer:
 
 
 class _Stream:
-    __slots__ = ("event", "updates")
+    """Tokens the engine produced for one request, not yet read; the reader wakes on its first
+    token, every ``interval`` tokens after, and at the end (a non-streamed answer: only the end)."""
 
-    def __init__(self) -> None:
-        self.updates: collections.deque[Update] = collections.deque()
+    __slots__ = ("event", "finish", "interval", "started", "tokens")
+
+    def __init__(self, interval: int) -> None:
+        self.tokens: list[int] = []
+        self.finish: str | None = None
+        self.interval = interval
+        self.started = False
         self.event = asyncio.Event()
+
+    def add(self, update: Update) -> None:
+        self.tokens.extend(update.tokens)
+        if update.finish is not None:
+            self.finish = update.finish
+        if self.finish is not None or not self.started or len(self.tokens) >= self.interval:
+            self.started = self.started or bool(self.tokens)
+            self.event.set()
+
+    def take(self) -> tuple[list[int], str | None]:
+        tokens, self.tokens = self.tokens, []
+        self.event.clear()
+        return tokens, self.finish
 
 
 class AsyncLLM:
     """``generate(prompt_ids, params)`` yields ``Chunk``s; the last one has ``finish`` set."""
 
-    def __init__(self, engine_factory: Any, tokenizer: Any, model_name: str, metrics: Any = None) -> None:
+    def __init__(
+        self,
+        engine_factory: Any,
+        tokenizer: Any,
+        model_name: str,
+        metrics: Any = None,
+        stream_interval: int = 1,
+    ) -> None:
         self.tokenizer = tokenizer
+        self.stream_interval = stream_interval
         self.model_name = model_name
         self.metrics = metrics
         self._streams: dict[int, _Stream] = {}
@@ -116,19 +142,22 @@ class AsyncLLM:
         for update in updates:
             stream = self._streams.get(update.request_id)
             if stream is not None:
-                stream.updates.append(update)
-                stream.event.set()
+                stream.add(update)
 
     # ------------------------------------------------------------------ requests
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    async def generate(self, prompt: list[int], params: SamplingParams) -> AsyncIterator[Chunk]:
-        """Raises EngineFull (queue full) or ValueError (limits) before the first chunk."""
+    async def generate(
+        self, prompt: list[int], params: SamplingParams, interval: int | None = None
+    ) -> AsyncIterator[Chunk]:
+        """Chunks of the answer: the first token alone, then every ``interval`` tokens (default
+        ``stream_interval``), then the rest with ``finish``. Raises EngineFull (queue full) or
+        ValueError (limits) before the first chunk."""
         self._loop = asyncio.get_running_loop()
         started = time.perf_counter()
         request_id = self.engine.submit(prompt, params)
-        stream = _Stream()
+        stream = _Stream(interval or self.stream_interval)
         self._streams[request_id] = stream
         detok = Detokenizer(self.tokenizer)
         stops = [s for s in params.stop if s]
@@ -138,13 +167,7 @@ class AsyncLLM:
         try:
             while True:
                 await stream.event.wait()
-                stream.event.clear()
-                new: list[int] = []
-                finish = None
-                while stream.updates:
-                    update = stream.updates.popleft()
-                    new.extend(update.tokens)
-                    finish = update.finish or finish
+                new, finish = stream.take()
                 if new and not first_at:
                     first_at = time.perf_counter()
                     self._observe("ttft", first_at - started)
@@ -189,7 +212,9 @@ class AsyncLLM:
         parts: list[str] = []
         ids: list[int] = []
         finish = "length"
-        async for chunk in self.generate(prompt, params):
+        # Read once at the end; with stop strings every few tokens, so a stop ends the work early.
+        interval = 8 if params.stop else 1 << 30
+        async for chunk in self.generate(prompt, params, interval=interval):
             parts.append(chunk.text)
             ids.extend(chunk.token_ids)
             finish = chunk.finish or finish

@@ -58,7 +58,12 @@ class DecodeGraphs:
         return self.decoder.decode(self.tokens[:n], self.positions[:n], self.slots[:n], self.cache)
 
     def run(self, tokens: Tensor, positions: Tensor, slots: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits [n, V] and greedy tokens [n] for n live rows (views valid until the next run)."""
+        """Logits [n, V] and greedy tokens [n] for n live rows (views valid until the next run).
+        Inputs may be pinned host tensors: they are copied asynchronously into the static buffers."""
+        with torch.inference_mode():
+            return self._run(tokens, positions, slots)
+
+    def _run(self, tokens: Tensor, positions: Tensor, slots: Tensor) -> tuple[Tensor, Tensor]:
         n = tokens.shape[0]
         size = next(s for s in self.sizes if s >= n)
         self.tokens[:n].copy_(tokens, non_blocking=True)

@@ -36,6 +36,7 @@ def load_llm(
     max_batch: int | None = None,
     max_waiting: int = 4096,
     metrics: Any = None,
+    dtype: str = "auto",
 ) -> Any:
     """Load weights and tokenizer, build the engine; the caller warms it up and starts it."""
     import torch
@@ -47,9 +48,9 @@ def load_llm(
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
     target = torch.device(resolve_device(device))
-    dtype = default_dtype(target)
+    torch_dtype = default_dtype(target) if dtype == "auto" else getattr(torch, dtype)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    lm: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    lm: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype)
     lm.eval()
     eos = eos_ids(lm, tokenizer)
     batch = max_batch or (512 if target.type == "cuda" else 32)
@@ -58,7 +59,7 @@ def load_llm(
         from ai_how.serving.engine.core import Engine
         from ai_how.serving.engine.model import Decoder
 
-        decoder = Decoder(lm, target, dtype)
+        decoder = Decoder(lm, target, torch_dtype)
         del lm
 
         def factory(emit: Any) -> Any:

@@ -1,0 +1,243 @@
+"""``ai-how bench serve`` and ``ai-how bench coldstart`` against the real model server on a digits CNN.
+
+The model is an untrained SimpleCNN (the load does not depend on its accuracy), synced with a
+sha256 manifest into a ``file://`` store, served by ``python -m ai_how.serving.server``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner, Result
+
+from ai_how.bench.loadgen import send_requests
+from ai_how.bench.payloads import ZERO, bodies
+from ai_how.cli.main import app
+from ai_how.objectstore.base import open_store
+from ai_how.objectstore.sync import sync_directory
+from ai_how.procs import free_port, http_ok, wait_until
+
+runner = CliRunner()
+
+
+def bench(command: str, args: str) -> Result:
+    """``ai-how bench COMMAND ARGS`` (ARGS split on spaces)."""
+    return runner.invoke(app, ["bench", command, *args.split()])
+
+
+@dataclass
+class Served:
+    url: str
+    model_uri: str
+
+
+def write_digits_model(root: Path) -> str:
+    """A digits CNN model directory synced to ``root/objects``; its model URI."""
+    import torch
+
+    from ai_how.workloads import cnn
+
+    model = root / "model"
+    model.mkdir(parents=True)
+    config = {
+        "arch": "simple-cnn",
+        "input_shape": [1, 8, 8],
+        "num_classes": 10,
+        "scale": 16.0,
+        "mean": 0.3,
+        "std": 0.4,
+    }
+    torch.manual_seed(0)
+    torch.save(cnn.build(config).state_dict(), model / "model.pt")
+    (model / "model_config.json").write_text(json.dumps(config))
+    store, _ = open_store((root / "objects").as_uri())
+    sync_directory(model, store, "digits/v1", meta={"version": 1})
+    return (root / "objects" / "digits" / "v1").as_uri()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    root = tmp_path_factory.mktemp("bench")
+    uri = write_digits_model(root)
+    port = free_port()
+    log = root / "server.log"
+    options = ["--port", str(port), "--cache-dir", str(root / "cache")]
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "ai_how.serving.server", "--model-uri", uri, "--name", "digits", *options],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: http_ok(f"{url}/v2/health/ready"),
+            timeout_s=120,
+            what="model server",
+            alive=lambda: server.poll() is None,
+            log_path=log,
+        )
+        yield Served(url, uri)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def requests_counted(url: str) -> float:
+    from ai_how.pipeline.checks import metric_total
+
+    text = httpx.get(f"{url}/metrics").text
+    return metric_total(
+        text, "ai_how_requests_total", {"route": "/v1/models/{model_name}:predict", "code": "200"}
+    )
+
+
+def test_bench_serve_closed_loop_writes_json_markdown_and_plot(served: Served, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = bench(
+        "serve",
+        f"--url {served.url} --model digits --protocol v1 --concurrency 2 --duration 2 --warmup 0.5 "
+        f"--out {out} --json",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["compare"] is None
+    (point,) = report["points"]
+    assert point["point"] == "c=2" and point["ok"] > 0
+    assert point["errors"] == 0 and point["timeouts"] == 0 and point["throttled"] == 0
+    latency = point["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
+    assert point["requests_per_s"] > 0 and point["connections"] == 2
+    assert point["ttft_ms"] is None  # not streamed
+    assert json.loads((out / "bench.json").read_text()) == report
+    markdown = (out / "bench.md").read_text()
+    assert "| point |" in markdown and "| c=2 |" in markdown
+    assert (out / "latency_vs_throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_serve_open_loop_and_compare_another_protocol(served: Served) -> None:
+    result = bench(
+        "serve",
+        f"--url {served.url} --model digits --protocol v1 --rate 20 --duration 1 --warmup 0 "
+        f"--compare {served.url} --compare-protocol v2 --json",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    (point,) = report["points"]
+    (other,) = report["compare"]["points"]
+    for p in (point, other):
+        assert p["point"] == "r=20/s" and p["ok"] > 0 and p["errors"] == 0 and p["scheduled_rps"] > 0
+    assert report["compare"]["endpoint"]["path"] == "/v2/models/digits/infer"
+    (ratio,) = report["compare"]["ratios"]
+    assert ratio["point"] == "r=20/s" and ratio["throughput_ratio"] > 0 and ratio["p95_ratio"] > 0
+    assert report["client_capacity_rps"] > 0
+
+
+def test_terminal_table(served: Served) -> None:
+    result = bench(
+        "serve", f"--url {served.url} --model digits --protocol v2 --concurrency 1 --duration 0.5 --warmup 0"
+    )
+    assert result.exit_code == 0, result.output
+    assert "c=1" in result.output and "p95 ms" in result.output
+    assert "no GPU sampled" in result.output or "GPU util" in result.output
+
+
+def test_send_requests_sends_exactly_the_count(served: Served) -> None:
+    before = requests_counted(served.url)
+    summary = send_requests(served.url, "digits", "v1", total=25, concurrency=4)
+    assert summary["ok"] == 25 and summary["errors"] == 0
+    assert requests_counted(served.url) - before == 25
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--duration", "1"], "exactly one of --concurrency and --rate"),
+        (["--duration", "1", "--concurrency", "2", "--rate", "5"], "exactly one of --concurrency and --rate"),
+        (["--duration", "1", "--concurrency", "0"], "--concurrency '0' must be positive integers"),
+        (["--duration", "1", "--rate", "fast"], "--rate 'fast' must be positive numbers"),
+        (["--duration", "0", "--concurrency", "1"], "--duration 0 must be positive"),
+        (["--duration", "1", "--concurrency", "1", "--protocol", "grpc"], "--protocol 'grpc' is not one of"),
+        (["--duration", "1", "--concurrency", "1", "--protocol", "v1", "--stream"], "--stream applies to"),
+    ],
+)
+def test_bad_options_fail_in_one_line(args: list[str], expected: str) -> None:
+    result = runner.invoke(app, ["bench", "serve", "--url", "http://127.0.0.1:9", "--model", "m", *args])
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0], result.output
+    assert "Traceback" not in result.output
+
+
+def test_unreachable_url_and_unknown_model_fail_in_one_line(served: Served) -> None:
+    nothing = f"http://127.0.0.1:{free_port()}"
+    result = bench("serve", f"--url {nothing} --model digits --protocol v1 --concurrency 1 --duration 1")
+    assert result.exit_code == 1 and f"error: cannot reach {nothing}" in result.output, result.output
+    missing = bench("serve", f"--url {served.url} --model nope --protocol v1 --concurrency 1 --duration 1")
+    assert missing.exit_code == 1 and "error: model 'nope' not found" in missing.output, missing.output
+    assert "Traceback" not in result.output + missing.output
+
+
+def test_payloads_match_what_the_servers_expect() -> None:
+    """V1/V2 go to the real server above; MLflow's own parser and the registered signature check the
+    pyfunc payload; the OpenAI body carries what vLLM's benchmark sends."""
+    import numpy as np
+    from mlflow.models.utils import _enforce_schema
+    from mlflow.pyfunc.scoring_server import infer_and_parse_data
+
+    from ai_how.mlflow_models import digits_signature
+
+    (mlflow_body,) = bodies("mlflow", "digits", stream=False, input_tokens=32, output_tokens=64, seed=0)
+    schema = digits_signature({"input_shape": [1, 8, 8]}).inputs
+    parsed = _enforce_schema(infer_and_parse_data(json.loads(mlflow_body), schema), schema)
+    assert parsed.dtype == np.float32 and parsed.shape == (1, 64) and parsed.ravel().tolist() == ZERO
+
+    first, second, *_ = bodies(
+        "openai-completions", "m", stream=True, input_tokens=32, output_tokens=64, seed=0
+    )
+    request = json.loads(first)
+    assert len(request["prompt"]) == 32 and all(100 <= t <= 1000 for t in request["prompt"])
+    assert request["max_tokens"] == 64 and request["ignore_eos"] is True and request["temperature"] == 0
+    assert request["stream"] is True and request["stream_options"] == {"include_usage": True}
+    assert json.loads(second)["prompt"] != request["prompt"]  # distinct prompts: no cache answers them all
+    assert (
+        bodies("openai-completions", "m", stream=True, input_tokens=32, output_tokens=64, seed=0)[0] == first
+    )
+    chat = json.loads(bodies("openai-chat", "m", stream=False, input_tokens=8, output_tokens=4, seed=0)[0])
+    assert len(chat["messages"][0]["content"].split()) == 8 and "stream_options" not in chat
+
+
+def test_coldstart_reports_each_run(served: Served) -> None:
+    result = runner.invoke(
+        app,
+        ["bench", "coldstart", "--model-uri", served.model_uri, "--name", "digits", "--runs", "2", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [run["run"] for run in report["runs"]] == [1, 2] and report["first"] == report["runs"][0]
+    for run in report["runs"]:
+        assert run["request"] == "v1"
+        assert 0 < run["listening_s"] < run["total_s"]
+        assert run["total_s"] == pytest.approx(run["listening_s"] + run["first_response_s"], abs=0.002)
+        phases = [run[key] for key in ("import_s", "fetch_s", "load_s", "warmup_s")]
+        assert all(v is not None for v in phases) if run["phases_reported"] else phases == [None] * 4
+    assert report["warm"]["total_s"] == report["runs"][1]["total_s"]
+
+
+def test_coldstart_bad_input_fails_in_one_line(tmp_path: Path) -> None:
+    bad_device = runner.invoke(
+        app, ["bench", "coldstart", "--model-uri", "file:///x", "--name", "d", "--device", "tpu"]
+    )
+    assert bad_device.exit_code == 1 and "error: --device 'tpu'" in bad_device.output
+    missing = runner.invoke(
+        app, ["bench", "coldstart", "--model-uri", (tmp_path / "none").as_uri(), "--name", "d", "--runs", "1"]
+    )
+    assert missing.exit_code == 1, missing.output
+    assert "error: the server exited with code 3 before listening" in missing.output, missing.output
