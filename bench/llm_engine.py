@@ -55,6 +55,34 @@ def kernel_check() -> dict[str, Any]:
     return out
 
 
+def decoder_check(llm: Any) -> dict[str, Any]:
+    """The fused decode step against the eager PyTorch one on the same cache contents."""
+    import torch
+
+    engine = llm.engine
+    decoder, cache = engine.decoder, engine.cache
+    torch.manual_seed(0)
+    batch, context = 64, 40
+    slots = torch.arange(batch, device="cuda") * 128
+    prompts = torch.randint(100, 1000, (batch, context), device="cuda")
+    lengths = torch.full((batch,), context, device="cuda")
+    lengths[::2] = context - 7  # ragged prompts: padding rows must not disturb the others
+    with torch.inference_mode():
+        eager_first = decoder.prefill(prompts, lengths, slots, cache, fused=False)
+        fused_first = decoder.prefill(prompts, lengths, slots, cache, fused=True)
+        tokens = torch.randint(100, 1000, (batch,), device="cuda")
+        positions = lengths.clone()
+        eager = decoder.decode(tokens, positions, slots, cache, fused=False)
+        fused = decoder.decode(tokens, positions, slots, cache, fused=True)
+    return {
+        "prefill_max_abs_logit_diff": float((eager_first - fused_first).abs().max()),
+        "prefill_argmax_agree": float((eager_first.argmax(-1) == fused_first.argmax(-1)).float().mean()),
+        "max_abs_logit_diff": float((eager - fused).abs().max()),
+        "logit_scale": float(eager.abs().max()),
+        "argmax_agree": float((eager.argmax(-1) == fused.argmax(-1)).float().mean()),
+    }
+
+
 def step_times(llm: Any, positions: int = 64) -> dict[str, float]:
     import torch
 
@@ -178,6 +206,7 @@ def main() -> None:
     p.add_argument("--output", type=int, default=64)
     p.add_argument("--rates", default="", help="open-loop rates, comma separated")
     p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--stream-interval", type=int, default=1)
     args = p.parse_args()
     import torch
 
@@ -191,11 +220,20 @@ def main() -> None:
     if torch.cuda.is_available() and args.engine == "ours":
         report["kernel_max_abs_err"] = kernel_check()
     started = time.perf_counter()
-    llm = load_llm(model_dir, "bench", engine=args.engine, device=args.device, max_batch=args.max_batch)
+    llm = load_llm(
+        model_dir,
+        "bench",
+        engine=args.engine,
+        device=args.device,
+        max_batch=args.max_batch,
+        stream_interval=args.stream_interval,
+    )
     loaded = time.perf_counter()
     llm.engine.warm_up()
     report["load_s"] = round(loaded - started, 2)
     report["warmup_s"] = round(time.perf_counter() - loaded, 2)
+    if args.engine == "ours" and torch.cuda.is_available():
+        report["fused_vs_eager"] = decoder_check(llm)
     report["decode_step_ms"] = step_times(llm) if args.engine == "ours" else {}
     llm.start()
     vocab = len(llm.tokenizer)

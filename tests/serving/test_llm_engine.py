@@ -119,3 +119,34 @@ def test_a_full_queue_refuses_instead_of_growing(model_dir: Path) -> None:
         engine.engine.submit([1, 2], SamplingParams(max_tokens=2))
     with pytest.raises(EngineFull):
         engine.engine.submit([1, 2], SamplingParams(max_tokens=2))
+
+
+def test_the_engine_in_its_own_process_gives_the_same_tokens(model_dir: Path, llm: Any) -> None:
+    """The GPU default (engine process) on CPU: same answers, aborts and 429s as in-process."""
+    remote = load_llm(model_dir, "tiny", device="cpu", max_batch=4, max_waiting=2, process="yes")
+    remote.engine.warm_up()
+    remote.start()
+    try:
+        prompts = [[5, 6, 7], [9, 10, 11, 12, 13], [20, 21]]
+
+        async def both() -> tuple[list[Any], list[Any]]:
+            params = SamplingParams(max_tokens=9, ignore_eos=True)
+            here = await asyncio.gather(*(llm.complete(p, params) for p in prompts))
+            there = await asyncio.gather(*(remote.complete(p, params) for p in prompts))
+            return here, there
+
+        here, there = run(both())
+        assert [a.token_ids for a in there] == [a.token_ids for a in here]
+
+        async def overload() -> list[Any]:
+            long = SamplingParams(max_tokens=300, ignore_eos=True)
+            jobs = [remote.complete([5, 6], long) for _ in range(10)]  # capacity: 4 running + 2 waiting
+            return await asyncio.gather(*jobs, return_exceptions=True)
+
+        outcomes = run(overload())
+        refused = [o for o in outcomes if isinstance(o, EngineFull)]
+        answered = [o for o in outcomes if not isinstance(o, BaseException)]
+        assert len(refused) == 4 and len(answered) == 6
+        assert all(len(a.token_ids) == 300 for a in answered)
+    finally:
+        remote.stop()

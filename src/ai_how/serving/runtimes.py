@@ -39,6 +39,8 @@ class ServeOptions:
     engine: str = "ours"
     max_batch: int | None = None  # None: 512 on a GPU, 32 on a CPU
     max_waiting: int = 4096
+    stream_interval: int = 1  # tokens per streamed event once the first token is out
+    engine_process: str = "auto"  # our engine in a child process: auto = on a GPU
 
 
 class LLMModel(Model):
@@ -73,10 +75,15 @@ class LLMModel(Model):
             max_batch=self.options.max_batch,
             max_waiting=self.options.max_waiting,
             metrics=metrics,
+            stream_interval=self.options.stream_interval,
+            process=self.options.engine_process,
         )
         loaded = time.monotonic()
         self.llm.engine.warm_up()
-        self.phases = {"load_s": loaded - started, "warmup_s": time.monotonic() - loaded}
+        self.phases = getattr(self.llm.engine, "phases", None) or {
+            "load_s": loaded - started,
+            "warmup_s": time.monotonic() - loaded,
+        }
         self.llm.start()
         metrics.watch(self.name, self.llm.engine)
         self.ready = True
@@ -107,7 +114,7 @@ class LLMModel(Model):
             ids: list[int] = self.llm.encode(prompt)
         elif isinstance(prompt, list) and prompt and all(type(t) is int for t in prompt):
             ids = prompt
-            vocab = len(self.tokenizer)
+            vocab = self.llm.vocab_size
             if any(not 0 <= t < vocab for t in ids):
                 raise InvalidInput(f"token ids must be between 0 and {vocab - 1}")
         else:

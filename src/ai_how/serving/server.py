@@ -57,6 +57,18 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-batch", type=int, default=None, help="LLM sequences per decode step")
     p.add_argument("--max-waiting", type=int, default=4096, help="queued requests before 429")
     p.add_argument(
+        "--engine-process",
+        default="auto",
+        choices=["auto", "yes", "no"],
+        help="run our LLM engine in its own process (auto: on a GPU)",
+    )
+    p.add_argument(
+        "--stream-interval",
+        type=int,
+        default=1,
+        help="tokens per streamed event after the first (coalescing)",
+    )
+    p.add_argument(
         "--config", type=Path, default=None, help="cluster config (object-store endpoint/credentials)"
     )
     p.add_argument("--host", default="127.0.0.1")
@@ -261,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     from ai_how.serving.runtimes import LLMModel, ServeOptions, build_model
 
     phases = {"import_s": time.monotonic() - began, "fetch_s": 0.0, "load_s": 0.0, "warmup_s": 0.0}
-    options = ServeOptions(args.device, args.engine, args.max_batch, args.max_waiting)
+    options = ServeOptions(
+        args.device, args.engine, args.max_batch, args.max_waiting, args.stream_interval, args.engine_process
+    )
     models: list[Any] = []
     versions: dict[str, str] = {}
     for name, uri in args.models:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import itertools
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -37,7 +38,7 @@ class Update:
     finish: str | None = None  # "stop" | "length" | "abort"
 
 
-@dataclass
+@dataclass(eq=False)
 class Sequence:
     id: int
     prompt: list[int]
@@ -45,9 +46,19 @@ class Sequence:
     sampler: RowSampler
     arrived: float
     slot: Slot | None = None
-    position: int = 0  # tokens in the cache
-    last_token: int = 0
-    generated: int = 0
+    lane: int = -1  # where its latest token lives on the device
+    launched: int = 0  # tokens whose computation was launched (the first comes from the prefill)
+    seen: int = 0  # tokens read back and reported
+    done: bool = False  # finished or aborted: later results for it are dropped
+
+
+@dataclass
+class Launched:
+    """One launched prefill or decode step whose tokens are on their way to pinned host memory."""
+
+    sequences: list[Sequence]
+    tokens: torch.Tensor  # pinned host view, valid once ``ready`` has completed
+    ready: Any  # a CUDA event (None on CPU: the copy is synchronous)
 
 
 @dataclass
@@ -62,6 +73,11 @@ class EngineStats:
     generated_tokens: int = 0
     prompt_tokens: int = 0
     batch_histogram: collections.Counter[int] = field(default_factory=collections.Counter)
+
+
+def _host_buffer(size: int, pin: bool) -> torch.Tensor:
+    buffer = torch.zeros(size, dtype=torch.long)
+    return buffer.pin_memory() if pin else buffer
 
 
 class EngineFull(Exception):
@@ -91,8 +107,8 @@ class Engine:
         max_waiting: int = 4096,
         max_prefill_tokens: int = 16384,
         use_graphs: bool | None = None,
-        min_prefill_batch: int = 32,
-        max_prefill_delay_s: float = 0.01,
+        min_prefill_batch: int = 64,
+        max_prefill_delay_s: float = 0.02,
     ) -> None:
         self.decoder = decoder
         self.eos_ids = eos_ids
@@ -120,15 +136,27 @@ class Engine:
         self._running: list[Sequence] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._inflight: list[Launched] = []
+        device = decoder.device
+        pin = device.type == "cuda"
+        self.last_token = torch.zeros(max_batch + 1, dtype=torch.long, device=device)  # + a scratch lane
+        self._free_lanes = list(reversed(range(max_batch)))
+        # Pinned host buffers: step inputs go up and sampled tokens come back without a blocking copy.
+        # Two sets of input buffers alternate by step: when step t's inputs are written, step t-2's
+        # tokens were read back, so its uploads (earlier in the stream) are done. Read-back buffers
+        # form a ring of four: at most two records (a prefill and a step) per iteration, and the
+        # previous iteration's two are still to be read while the current ones are written.
+        self._inputs = [[_host_buffer(max_batch, pin) for _ in range(3)] for _ in range(2)]
+        self._input_turn = 0
+        self._readback = [_host_buffer(max_batch, pin) for _ in range(4)]
+        self._readback_turn = 0
         self.graphs: Any = None
         if use_graphs is None:
-            use_graphs = decoder.device.type == "cuda"
+            use_graphs = device.type == "cuda"
         if use_graphs:
             from ai_how.serving.engine.graphs import DecodeGraphs
 
-            self.graphs = DecodeGraphs(decoder, self.cache, max_batch)
-            self._host_tensors = [torch.zeros(max_batch, dtype=torch.long).pin_memory() for _ in range(3)]
-            self._host = [t.numpy() for t in self._host_tensors]
+            self.graphs = DecodeGraphs(decoder, self.cache, max_batch, self.last_token)
 
     # ------------------------------------------------------------------ control (any thread)
     @property
@@ -146,6 +174,9 @@ class Engine:
                 self.decoder.decode(one, one, slot, self.cache)
 
     def start(self) -> None:
+        # The loop and the event loop share the GIL: hand it over every 0.5 ms (default 5 ms), so a
+        # busy event loop never holds a decode step back by whole milliseconds.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
         self._thread = threading.Thread(target=self._loop, name="ai-how-engine", daemon=True)
         self._thread.start()
 
@@ -161,25 +192,39 @@ class Engine:
         with self._lock:
             if self._pending >= self.max_waiting:
                 raise EngineFull(f"{self._pending} requests are waiting")
+            request_id = next(self._ids)
+        self.submit_with_id(request_id, prompt, params)
+        return request_id
+
+    def submit_with_id(self, request_id: int, prompt: list[int], params: SamplingParams) -> None:
+        """Queue a request whose id (and admission) the caller decided: the engine process's parent."""
+        check_request(prompt, params, self.context_limit)
+        with self._lock:
             self._pending += 1
-        request_id = next(self._ids)
         sampler = row_sampler(params, self.decoder.device)
         self._inbox.put(("add", Sequence(request_id, list(prompt), params, sampler, time.monotonic())))
-        return request_id
 
     def abort(self, request_id: int) -> None:
         self._inbox.put(("abort", request_id))
 
     # ------------------------------------------------------------------ the loop (engine thread)
     def _loop(self) -> None:
+        """Launch step t, then read back step t-1 while the GPU computes t (the overlap): host work
+        (finishes, updates, admission) hides behind the device's work instead of adding to it."""
         with torch.inference_mode():
             while not self._stop.is_set():
                 try:
-                    self._drain(block=not self._running and not self._waiting)
-                    updates: list[Update] = []
-                    self._admit(updates)
+                    idle = not self._running and not self._waiting and not self._inflight
+                    self._drain(block=idle)
+                    launched = self._admit()
                     if self._running:
-                        self._decode(updates)
+                        launched.append(self._launch_decode())
+                    ready, self._inflight = self._inflight, launched
+                    if not launched:  # nothing new runs: read everything back now
+                        ready, self._inflight = ready + launched, []
+                    updates: list[Update] = []
+                    for record in ready:
+                        self._read_back(record, updates)
                     if updates:
                         self.emit(updates)
                     self._publish_stats()
@@ -213,33 +258,30 @@ class Engine:
             else:
                 kept_waiting.append(seq)
         self._waiting = kept_waiting
-        kept = []
         for seq in self._running:
             if seq.id in ids:
                 updates.append(Update(seq.id, [], "abort"))
-                self._release(seq)
-            else:
-                kept.append(seq)
-        self._running = kept
+                self._retire(seq)
+        self._running = [s for s in self._running if not s.done]
         if updates:
             self.emit(updates)
 
     def _prefill_now(self) -> bool:
         """Prefill when idle, when enough requests wait to fill a worthwhile batch, or when the
         oldest has waited ``max_prefill_delay_s``: each prefill pauses every running sequence."""
-        if not self._waiting:
+        if not self._waiting or not self._free_lanes:
             return False
         if not self._running or len(self._waiting) >= self.min_prefill_batch:
             return True
         return time.monotonic() - self._waiting[0].arrived >= self.max_prefill_delay_s
 
-    def _admit(self, updates: list[Update]) -> None:
-        """Prefill waiting requests into free slots (FIFO), within the batch and prefill budgets."""
+    def _admit(self) -> list[Launched]:
+        """Prefill waiting requests into free slots and lanes (FIFO), within the prefill budget."""
         if not self._prefill_now():
-            return
+            return []
         admitted: list[Sequence] = []
         padded_width = 0
-        while self._waiting and len(self._running) + len(admitted) < self.max_batch:
+        while self._waiting and self._free_lanes:
             seq = self._waiting[0]
             width = max(padded_width, len(seq.prompt))
             if admitted and width * (len(admitted) + 1) > self.max_prefill_tokens:
@@ -248,10 +290,10 @@ class Engine:
             if slot is None:
                 break
             self._waiting.popleft()
-            seq.slot, padded_width = slot, width
+            seq.slot, seq.lane, padded_width = slot, self._free_lanes.pop(), width
             admitted.append(seq)
         if not admitted:
-            return
+            return []
         with self._lock:
             self._pending -= len(admitted)
         device = self.decoder.device
@@ -260,62 +302,94 @@ class Engine:
             tokens[i, : len(seq.prompt)] = torch.tensor(seq.prompt)
         lengths = torch.tensor([len(s.prompt) for s in admitted])
         slots = torch.tensor([s.slot.start for s in admitted if s.slot is not None])
+        lanes = torch.tensor([s.lane for s in admitted])
         logits = self.decoder.prefill(tokens.to(device), lengths.to(device), slots.to(device), self.cache)
-        first = sample(logits, [s.sampler for s in admitted]).tolist()
+        first = sample(logits, [s.sampler for s in admitted])
         self.stats.prefills += 1
         self.stats.prompt_tokens += int(lengths.sum())
-        for seq, token in zip(admitted, first, strict=True):
-            seq.position = len(seq.prompt)
-            self._accept(seq, token, updates)
-            if updates[-1].finish is None:
+        for seq in admitted:
+            seq.launched = 1
+            if seq.params.max_tokens > 1:
                 self._running.append(seq)
+            else:
+                self._release_slot(seq)
+        return [self._launched(admitted, lanes, first)]
 
-    def _decode(self, updates: list[Update]) -> None:
+    def _launch_decode(self) -> Launched:
         running = self._running
         n = len(running)
-        device = self.decoder.device
+        buffers = self._inputs[self._input_turn]
+        self._input_turn ^= 1
+        lanes, positions, slots = (t[:n] for t in buffers)
+        lanes.numpy()[:] = [s.lane for s in running]
+        positions.numpy()[:] = [len(s.prompt) + s.launched - 1 for s in running]
+        slots.numpy()[:] = [s.slot.start for s in running if s.slot is not None]
         if self.graphs is not None:
-            # Persistent pinned host buffers: the copies are async and the next write comes after
-            # this step's tokens were read back (a sync), so a buffer is never overwritten in flight.
-            host = self._host
-            host[0][:n] = [s.last_token for s in running]
-            host[1][:n] = [s.position for s in running]
-            host[2][:n] = [s.slot.start for s in running if s.slot is not None]
-            logits, greedy = self.graphs.run(*(t[:n] for t in self._host_tensors))
+            logits, greedy = self.graphs.run(lanes, positions, slots)
         else:
-            tokens = torch.tensor([s.last_token for s in running], dtype=torch.long)
-            positions = torch.tensor([s.position for s in running], dtype=torch.long)
-            slots = torch.tensor([s.slot.start for s in running if s.slot is not None], dtype=torch.long)
-            logits = self.decoder.decode(
-                tokens.to(device), positions.to(device), slots.to(device), self.cache
-            )
+            device = self.decoder.device
+            tokens = self.last_token[lanes.to(device)]
+            logits = self.decoder.decode(tokens, positions.to(device), slots.to(device), self.cache)
             greedy = None
-        chosen = sample(logits, [s.sampler for s in running], greedy).tolist()
+        chosen = sample(logits, [s.sampler for s in running], greedy)
         self.stats.steps += 1
-        self.stats.batch_histogram[len(running)] += 1
+        self.stats.batch_histogram[n] += 1
         still = []
-        for seq, token in zip(running, chosen, strict=True):
-            seq.position += 1
-            self._accept(seq, token, updates)
-            if updates[-1].finish is None:
+        for seq in running:
+            seq.launched += 1
+            if seq.launched >= seq.params.max_tokens:
+                self._release_slot(seq)  # its last token is computed: later work may reuse the slot
+            else:
                 still.append(seq)
         self._running = still
+        return self._launched(list(running), lanes.to(self.decoder.device, non_blocking=True), chosen)
 
-    def _accept(self, seq: Sequence, token: int, updates: list[Update]) -> None:
-        seq.generated += 1
-        seq.last_token = token
-        self.stats.generated_tokens += 1
-        finish = None
-        if token in self.eos_ids and not seq.params.ignore_eos:
-            finish = "stop"
-        elif seq.generated >= seq.params.max_tokens:
-            finish = "length"
-        tokens = [] if finish == "stop" else [token]
-        updates.append(Update(seq.id, tokens, finish))
-        if finish is not None:
-            self._release(seq)
+    def _launched(self, sequences: list[Sequence], lanes: torch.Tensor, chosen: torch.Tensor) -> Launched:
+        """Record each lane's new token on the device and start its copy to the host."""
+        self.last_token.index_copy_(0, lanes.to(self.last_token.device), chosen)
+        buffer = self._readback[self._readback_turn]
+        self._readback_turn = (self._readback_turn + 1) % len(self._readback)
+        host = buffer[: len(sequences)]
+        if chosen.is_cuda:
+            host.copy_(chosen, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
+        else:
+            host.copy_(chosen)
+            ready = None
+        return Launched(sequences, host, ready)
 
-    def _release(self, seq: Sequence) -> None:
+    def _read_back(self, record: Launched, updates: list[Update]) -> None:
+        if record.ready is not None:
+            record.ready.synchronize()
+        tokens = record.tokens.tolist()
+        eos = self.eos_ids
+        finished = False
+        for seq, token in zip(record.sequences, tokens, strict=True):
+            if seq.done:
+                continue  # aborted, or its EOS came a step earlier: this token was computed in vain
+            seq.seen += 1
+            self.stats.generated_tokens += 1
+            if token in eos and not seq.params.ignore_eos:
+                updates.append(Update(seq.id, [], "stop"))
+                self._retire(seq)
+                finished = True
+            elif seq.seen >= seq.params.max_tokens:
+                updates.append(Update(seq.id, [token], "length"))
+                self._retire(seq)
+            else:
+                updates.append(Update(seq.id, [token]))
+        if finished:
+            self._running = [s for s in self._running if not s.done]
+
+    def _retire(self, seq: Sequence) -> None:
+        seq.done = True
+        self._release_slot(seq)
+        if seq.lane >= 0:
+            self._free_lanes.append(seq.lane)
+            seq.lane = -1
+
+    def _release_slot(self, seq: Sequence) -> None:
         if seq.slot is not None:
             self.cache.release(seq.slot)
             seq.slot = None
@@ -329,11 +403,13 @@ class Engine:
         import traceback
 
         traceback.print_exc()
-        updates = [Update(s.id, [], "error") for s in [*self._running, *self._waiting]]
-        for seq in self._running:
-            self._release(seq)
+        everyone = {s.id: s for r in self._inflight for s in r.sequences if not s.done}
+        everyone.update({s.id: s for s in [*self._running, *self._waiting]})
+        updates = [Update(seq_id, [], "error") for seq_id in everyone]
+        for seq in everyone.values():
+            self._retire(seq)
         with self._lock:
             self._pending -= len(self._waiting)
-        self._running, self._waiting = [], collections.deque()
+        self._running, self._waiting, self._inflight = [], collections.deque(), []
         if updates:
             self.emit(updates)

@@ -114,6 +114,7 @@ class AsyncLLM:
         stream_interval: int = 1,
     ) -> None:
         self.tokenizer = tokenizer
+        self.vocab_size = len(tokenizer)  # the loader raises it to the model's embedding rows
         self.stream_interval = stream_interval
         self.model_name = model_name
         self.metrics = metrics

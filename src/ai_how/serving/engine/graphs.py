@@ -1,5 +1,9 @@
 """The decode step as CUDA graphs, one per batch-size bucket (1, 2, 4, ... max).
 
+Inputs are lanes (where each sequence's latest token lives on the device), positions and cache
+slots: the token itself never travels through the host, so the next step can be launched before
+the host has read the previous step's tokens (the engine's overlap).
+
 Without graphs the host launches ~300 kernels per step and bounds it at tens of milliseconds
 whatever the batch; a replay costs one launch. A batch of n sequences replays the smallest bucket
 of at least n; padding rows point at the cache's scratch slot. Capture takes seconds, not the
@@ -25,11 +29,13 @@ def bucket_sizes(max_batch: int) -> list[int]:
 
 
 class DecodeGraphs:
-    def __init__(self, decoder: Decoder, cache: KVCache, max_batch: int) -> None:
+    def __init__(self, decoder: Decoder, cache: KVCache, max_batch: int, last_token: Tensor) -> None:
         self.decoder, self.cache = decoder, cache
         device = decoder.device
         self.sizes = bucket_sizes(max_batch)
-        self.tokens = torch.zeros(max_batch, dtype=torch.long, device=device)
+        self.last_token = last_token  # [max_batch + 1]: each lane's latest token; the last lane is scratch
+        self.scratch_lane = last_token.shape[0] - 1
+        self.lanes = torch.full((max_batch,), self.scratch_lane, dtype=torch.long, device=device)
         self.positions = torch.zeros(max_batch, dtype=torch.long, device=device)
         self.slots = torch.full((max_batch,), cache.scratch.start, dtype=torch.long, device=device)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
@@ -55,21 +61,23 @@ class DecodeGraphs:
         torch.cuda.synchronize()
 
     def _step(self, n: int) -> Tensor:
-        return self.decoder.decode(self.tokens[:n], self.positions[:n], self.slots[:n], self.cache)
+        tokens = self.last_token[self.lanes[:n]]
+        return self.decoder.decode(tokens, self.positions[:n], self.slots[:n], self.cache)
 
-    def run(self, tokens: Tensor, positions: Tensor, slots: Tensor) -> tuple[Tensor, Tensor]:
+    def run(self, lanes: Tensor, positions: Tensor, slots: Tensor) -> tuple[Tensor, Tensor]:
         """Logits [n, V] and greedy tokens [n] for n live rows (views valid until the next run).
         Inputs may be pinned host tensors: they are copied asynchronously into the static buffers."""
         with torch.inference_mode():
-            return self._run(tokens, positions, slots)
+            return self._run(lanes, positions, slots)
 
-    def _run(self, tokens: Tensor, positions: Tensor, slots: Tensor) -> tuple[Tensor, Tensor]:
-        n = tokens.shape[0]
+    def _run(self, lanes: Tensor, positions: Tensor, slots: Tensor) -> tuple[Tensor, Tensor]:
+        n = lanes.shape[0]
         size = next(s for s in self.sizes if s >= n)
-        self.tokens[:n].copy_(tokens, non_blocking=True)
+        self.lanes[:n].copy_(lanes, non_blocking=True)
         self.positions[:n].copy_(positions, non_blocking=True)
         self.slots[:n].copy_(slots, non_blocking=True)
         if size > n:
+            self.lanes[n:size].fill_(self.scratch_lane)
             self.positions[n:size].zero_()
             self.slots[n:size].fill_(self.cache.scratch.start)
         self.graphs[size].replay()

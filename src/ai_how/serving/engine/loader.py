@@ -37,6 +37,8 @@ def load_llm(
     max_waiting: int = 4096,
     metrics: Any = None,
     dtype: str = "auto",
+    stream_interval: int = 1,
+    process: str = "auto",
 ) -> Any:
     """Load weights and tokenizer, build the engine; the caller warms it up and starts it."""
     import torch
@@ -50,10 +52,29 @@ def load_llm(
     target = torch.device(resolve_device(device))
     torch_dtype = default_dtype(target) if dtype == "auto" else getattr(torch, dtype)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    batch = max_batch or (512 if target.type == "cuda" else 32)
+    if process not in ("auto", "yes", "no"):
+        raise ValueError(f"engine process {process!r}: use auto, yes or no")
+    if engine == "ours" and (process == "yes" or (process == "auto" and target.type == "cuda")):
+        from transformers import AutoConfig
+
+        from ai_how.serving.engine.process import EngineProcess, EngineSpec
+
+        spec = EngineSpec(Path(model_dir), device, dtype, batch)
+        llm = AsyncLLM(
+            lambda emit: EngineProcess(spec, emit, batch, max_waiting),
+            tokenizer,
+            name,
+            metrics,
+            stream_interval=stream_interval,
+        )
+        vocab = int(getattr(AutoConfig.from_pretrained(model_dir), "vocab_size", 0) or 0)
+        llm.vocab_size = max(len(tokenizer), vocab)
+        return llm
     lm: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype)
     lm.eval()
     eos = eos_ids(lm, tokenizer)
-    batch = max_batch or (512 if target.type == "cuda" else 32)
+    config = lm.config
     factory: Callable[[Any], Any]
     if engine == "ours":
         from ai_how.serving.engine.core import Engine
@@ -75,4 +96,6 @@ def load_llm(
             return cls(lm, eos, emit, max_batch=batch, max_waiting=max_waiting)
 
     with torch.inference_mode():
-        return AsyncLLM(factory, tokenizer, name, metrics)
+        llm = AsyncLLM(factory, tokenizer, name, metrics, stream_interval=stream_interval)
+    llm.vocab_size = max(len(tokenizer), int(getattr(config, "vocab_size", 0) or 0))
+    return llm

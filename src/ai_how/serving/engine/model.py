@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ai_how.serving.engine import attention
+from ai_how.serving.engine import attention, kernels
 
 SUPPORTED = ("llama", "mistral", "qwen2")
 
@@ -138,12 +138,18 @@ class Decoder:
         return F.linear(self._rms(x, self.norm), self.lm_head).float()
 
     # ------------------------------------------------------------------ passes
-    def decode(self, tokens: Tensor, positions: Tensor, slots: Tensor, cache: Any) -> Tensor:
+    def decode(
+        self, tokens: Tensor, positions: Tensor, slots: Tensor, cache: Any, fused: bool | None = None
+    ) -> Tensor:
         """One token per sequence: tokens/positions/slots are [B]; returns logits [B, V] (float32).
 
         ``slots[b]`` is where sequence b's cache starts in the flat cache; its token at position p
         lives at ``slots[b] + p``. Everything here is device-side indexing, so it can be graph-captured.
         """
+        if fused is None:
+            fused = tokens.is_cuda and kernels.available()
+        if fused:
+            return self._decode_fused(tokens, positions, slots, cache)
         x = F.embedding(tokens, self.embed)
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]
         where = slots + positions
@@ -158,9 +164,70 @@ class Decoder:
             x = self._mlp(layer, x)
         return self.logits(x)
 
-    def prefill(self, tokens: Tensor, lengths: Tensor, slots: Tensor, cache: Any) -> Tensor:
+    def _decode_fused(self, tokens: Tensor, positions: Tensor, slots: Tensor, cache: Any) -> Tensor:
+        """The same step with the fused Triton kernels: nine kernels per layer instead of ~35."""
+        s = self.shape
+        x = F.embedding(tokens, self.embed)
+        lengths = positions + 1
+        residual: Tensor | None = None
+        for i, layer in enumerate(self.layers):
+            h = kernels.add_rms(x, residual, layer.ln_attn, s.eps)
+            qkv = F.linear(h, layer.qkv, layer.qkv_bias)
+            q = kernels.rope_store(
+                qkv, self.cos, self.sin, positions, slots, cache.keys[i], cache.values[i], s.heads, s.kv_heads
+            )
+            o = attention.decode(q, cache.keys[i], cache.values[i], slots, lengths, s.scale)
+            h = kernels.add_rms(x, F.linear(o.flatten(1), layer.out), layer.ln_mlp, s.eps)
+            residual = F.linear(kernels.silu_mul(F.linear(h, layer.gate_up)), layer.down)
+        h = kernels.add_rms(x, residual, self.norm, s.eps)
+        return F.linear(h, self.lm_head).float()
+
+    def _prefill_fused(self, tokens: Tensor, lengths: Tensor, slots: Tensor, cache: Any) -> Tensor:
+        """Prefill with the decode kernels applied to every prompt token as a row; padding rows
+        write their k/v to the cache's scratch slot. Attention reads the prompts back from the cache."""
+        s = self.shape
+        batch, width = tokens.shape
+        positions = torch.arange(width, device=tokens.device).expand(batch, width)
+        valid = positions < lengths[:, None]
+        row_slots = torch.where(valid, slots[:, None], cache.scratch.start - positions)
+        flat_positions, flat_slots = positions.reshape(-1), row_slots.reshape(-1)
+        index = (slots[:, None] + positions).clamp_(max=cache.tokens - 1)  # [B, L] cache rows
+        mask = ((positions[0][None, :] <= positions[0][:, None])[None] & valid[:, None, :])[:, None]
+        x = F.embedding(tokens.reshape(-1), self.embed)
+        residual: Tensor | None = None
+        for i, layer in enumerate(self.layers):
+            keys, values = cache.keys[i], cache.values[i]
+            h = kernels.add_rms(x, residual, layer.ln_attn, s.eps)
+            qkv = F.linear(h, layer.qkv, layer.qkv_bias)
+            q = kernels.rope_store(
+                qkv, self.cos, self.sin, flat_positions, flat_slots, keys, values, s.heads, s.kv_heads
+            )
+            o = F.scaled_dot_product_attention(
+                q.view(batch, width, s.heads, s.head_dim).transpose(1, 2),
+                keys[index].transpose(1, 2),
+                values[index].transpose(1, 2),
+                attn_mask=mask,
+                scale=s.scale,
+                enable_gqa=True,
+            )
+            h = kernels.add_rms(
+                x, F.linear(o.transpose(1, 2).reshape(batch * width, -1), layer.out), layer.ln_mlp, s.eps
+            )
+            residual = F.linear(kernels.silu_mul(F.linear(h, layer.gate_up)), layer.down)
+        assert residual is not None
+        last = torch.arange(batch, device=x.device) * width + lengths - 1
+        h = kernels.add_rms(x[last].contiguous(), residual[last].contiguous(), self.norm, s.eps)
+        return F.linear(h, self.lm_head).float()
+
+    def prefill(
+        self, tokens: Tensor, lengths: Tensor, slots: Tensor, cache: Any, fused: bool | None = None
+    ) -> Tensor:
         """Prompts padded to [B, L] (``lengths`` [B] real lengths): fills the cache, returns the
         logits of each prompt's last token [B, V]."""
+        if fused is None:
+            fused = tokens.is_cuda and kernels.available()
+        if fused:
+            return self._prefill_fused(tokens, lengths, slots, cache)
         batch, width = tokens.shape
         positions = torch.arange(width, device=tokens.device)
         valid = positions[None, :] < lengths[:, None]  # [B, L]

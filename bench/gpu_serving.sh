@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The GPU benchmark of docs/performance.md, on a machine with torch + CUDA + Triton and the wheels in .whl/
+# (fastapi, uvicorn, kserve and their dependencies; see docs/performance.md). Writes under $OUT.
+#   OUT=/tmp/out PART=engine|http|all bash bench/gpu_serving.sh
+set -uo pipefail
+OUT=${OUT:-/tmp/ai-how-bench}; PART=${PART:-all}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD/src:$PWD
+else
+  export PYTHONPATH=$PWD/src:$PWD
+fi
+MODEL=/tmp/smollm
+ENGINE_ARGS=${ENGINE_ARGS:---requests 4096 --rates 1000,2000,3000 --duration 6}
+if [ "$PART" = engine ] || [ "$PART" = all ]; then
+  python3 bench/llm_engine.py --build-smollm $MODEL --engine ours $ENGINE_ARGS > "$OUT/engine_ours.json" 2> "$OUT/engine_ours.err"
+  grep -v Loading "$OUT/engine_ours.err" | tail -6
+fi
+[ "$PART" = engine ] && exit 0
+python3 bench/llm_engine.py --build-smollm $MODEL --requests 8 --rates '' > /dev/null 2>&1  # builds the model once
+python3 - <<PY
+from pathlib import Path
+from ai_how.objectstore.base import open_store
+from ai_how.objectstore.sync import sync_directory
+store, _ = open_store("file:///tmp/store")
+sync_directory(Path("$MODEL/model"), store, "smollm/v1", meta={"version": 1})
+PY
+serve() {  # serve ENGINE PORT EXTRA...
+  local engine=$1 port=$2; shift 2
+  python3 -m ai_how.serving.server --model smollm=file:///tmp/store/smollm/v1 --port "$port" --engine "$engine" \
+    --cache-dir /tmp/cache "$@" > "$OUT/server_$engine.log" 2>&1 &
+  for _ in $(seq 1 240); do curl -sf "http://127.0.0.1:$port/v2/health/ready" > /dev/null && return 0; sleep 0.5; done
+  tail -20 "$OUT/server_$engine.log"; return 1
+}
+bench() { python3 -c "from ai_how.cli.main import run; run()" bench serve "$@"; }
+HTTP_ARGS=${HTTP_ARGS:---rate 500,1000,2000,3000 --duration 10 --processes 8}
+serve ours 8080 --stream-interval ${STREAM_INTERVAL:-8} || exit 1
+bench --url http://127.0.0.1:8080 --model smollm --protocol openai-completions $HTTP_ARGS --out "$OUT/http_ours" --json > "$OUT/http_ours.json" 2> "$OUT/http_ours.err"
+tail -3 "$OUT/http_ours.err"
+bench --url http://127.0.0.1:8080 --model smollm --protocol openai-completions --stream $HTTP_ARGS --out "$OUT/http_ours_stream" --json > "$OUT/http_ours_stream.json" 2> "$OUT/http_ours_stream.err"
+tail -3 "$OUT/http_ours_stream.err"
+grep -E "^(ai_how_|request_predict)" <(curl -s http://127.0.0.1:8080/metrics) | grep -v bucket | head -20 > "$OUT/metrics_ours.txt"
+kill %1; wait
