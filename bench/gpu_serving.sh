@@ -7,6 +7,7 @@ OUT=${OUT:-/tmp/ai-how-bench}; PART=${PART:-all}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  python3 -m compileall -q -j 8 /tmp/site > /dev/null 2>&1  # what pip does at install time
   export PYTHONPATH=/tmp/site:$PWD/src:$PWD
 else
   export PYTHONPATH=$PWD/src:$PWD
@@ -35,10 +36,36 @@ serve() {  # serve ENGINE PORT EXTRA...
 }
 bench() { python3 -c "from ai_how.cli.main import run; run()" bench serve "$@"; }
 HTTP_ARGS=${HTTP_ARGS:---rate 500,1000,2000,3000 --duration 10 --processes 8}
-serve ours 8080 --stream-interval ${STREAM_INTERVAL:-8} || exit 1
+serve ours 8080 --stream-interval ${STREAM_INTERVAL:-8} --no-access-log || exit 1
 bench --url http://127.0.0.1:8080 --model smollm --protocol openai-completions $HTTP_ARGS --out "$OUT/http_ours" --json > "$OUT/http_ours.json" 2> "$OUT/http_ours.err"
 tail -3 "$OUT/http_ours.err"
-bench --url http://127.0.0.1:8080 --model smollm --protocol openai-completions --stream $HTTP_ARGS --out "$OUT/http_ours_stream" --json > "$OUT/http_ours_stream.json" 2> "$OUT/http_ours_stream.err"
+bench --url http://127.0.0.1:8080 --model smollm --protocol openai-completions --stream ${STREAM_ARGS:-$HTTP_ARGS} --out "$OUT/http_ours_stream" --json > "$OUT/http_ours_stream.json" 2> "$OUT/http_ours_stream.err"
 tail -3 "$OUT/http_ours_stream.err"
 grep -E "^(ai_how_|request_predict)" <(curl -s http://127.0.0.1:8080/metrics) | grep -v bucket | head -20 > "$OUT/metrics_ours.txt"
 kill %1; wait
+if [ -z "${SKIP_BASELINES:-}" ]; then
+# Baselines, same machine, same HTTP API: transformers' continuous batching, and one generate at a time.
+serve transformers 8081 --no-access-log || exit 1
+bench --url http://127.0.0.1:8081 --model smollm --protocol openai-completions --rate ${TF_RATES:-40,80} --duration 10 --processes 2 --json > "$OUT/http_transformers.json" 2> "$OUT/http_transformers.err"
+tail -2 "$OUT/http_transformers.err"; kill %1; wait
+serve naive 8082 --no-access-log || exit 1
+bench --url http://127.0.0.1:8082 --model smollm --protocol openai-completions --concurrency 1 --duration 10 --json > "$OUT/http_naive.json" 2> "$OUT/http_naive.err"
+tail -2 "$OUT/http_naive.err"; kill %1; wait
+python3 -c "from ai_how.cli.main import run; run()" bench coldstart --model-uri file:///tmp/store/smollm/v1 --name smollm --runs 2 --json > "$OUT/coldstart.json" 2> "$OUT/coldstart.err"
+tail -2 "$OUT/coldstart.err"
+fi
+python3 - "$OUT" <<'PY'
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+for name in ("http_ours", "http_ours_stream", "http_transformers", "http_naive"):
+    try:
+        doc = json.loads((out / f"{name}.json").read_text())
+    except Exception as exc:
+        print(name, "unreadable:", exc); continue
+    for p in doc["points"]:
+        keep = {k: p.get(k) for k in ("point", "ok", "errors", "throttled", "timeouts", "dropped", "requests_per_s", "output_tokens_per_s", "client_bound")}
+        keep["p50_p95"] = (p["latency_ms"] or {}).get("p50"), (p["latency_ms"] or {}).get("p95")
+        keep["ttft_p95"] = (p.get("ttft_ms") or {}).get("p95")
+        keep["gpu_util"] = [g.get("util_mean_pct") for g in (p.get("gpu") or {}).get("gpus", [])]
+        print(name, json.dumps(keep))
+PY

@@ -1,4 +1,5 @@
-"""Load-point figures from hand-made request records: percentiles, TPOT, throughput, 429/503 apart from errors."""
+"""Load-point figures from hand-made request records: percentiles, TPOT, throughput, 429/503 apart from
+errors, and the merge of the records of several load processes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from ai_how.bench.loadgen import arrivals, retry_after_s
 from ai_how.bench.metrics import distribution_ms, percentile, ratios, summarize, tpot
-from ai_how.bench.records import LoadPoint, RequestRecord
+from ai_how.bench.records import LoadPoint, RequestRecord, pack, unpack
+from ai_how.bench.workers import WorkerResult, merge, shares, spread
 
 
 def ok(start: float, latency: float, **fields: object) -> RequestRecord:
@@ -144,3 +146,68 @@ def test_poisson_arrivals_are_seeded_and_at_the_rate() -> None:
 def test_point_labels() -> None:
     assert LoadPoint("concurrency", 8).label == "c=8"
     assert LoadPoint("rate", 2.5).label == "r=2.5/s"
+
+
+def test_packed_records_come_back_equal() -> None:
+    records = [
+        ok(0.0, 1.0, ttft=0.1, itl=[0.3, 0.3, 0.3], output_tokens=4),
+        ok(0.5, 0.25, output_tokens=0),
+        ok(0.6, 0.2),
+        RequestRecord(0.7, 0.71, "throttled", status=429, retry_after=0.0),
+        RequestRecord(0.8, 30.8, "timeout", detail="still in flight after the grace period"),
+        RequestRecord(0.9, 0.9, "dropped", detail="10 requests already in flight"),
+        RequestRecord(1.0, 1.1, "error", detail="ConnectError: refused"),
+    ]
+    assert unpack(pack(records)) == records
+    assert unpack(pack([])) == []
+
+
+def worker(records: list[RequestRecord], scheduled: int | None, connections: int) -> WorkerResult:
+    """What a load process sends back, made by hand: its records and its own count of the measured ones."""
+    issued = sum(1 for r in records if 1.0 <= r.start < 3.0)
+    return WorkerResult(pack(records), scheduled, connections, issued)
+
+
+def test_merged_processes_give_the_figures_of_all_their_records() -> None:
+    first = [ok(0.5, 0.1), ok(1.0, 0.1, ttft=0.05, itl=[0.05], output_tokens=2), ok(2.0, 0.4)]
+    second = [
+        ok(1.2, 0.2, ttft=0.1, itl=[0.1], output_tokens=2),
+        RequestRecord(1.5, 1.6, "error", status=500, detail="HTTP 500: boom"),
+        ok(2.9, 0.9),  # ends after the window: counted, stretches the wall time
+        ok(3.1, 0.1),  # started after the window
+    ]
+    run = merge(LoadPoint("rate", 40), [worker(first, 40, 3), worker(second, 41, 2)], 100.0, (1.0, 3.0))
+    assert run.point == LoadPoint("rate", 40) and run.t0 == 100.0 and run.window == (1.0, 3.0)
+    assert run.records == first + second and run.scheduled == 81 and run.connections == 5
+    assert run.workers == [{"issued": 2, "connections": 3}, {"issued": 3, "connections": 2}]
+    merged = summarize(run.records, start=1.0, stop=3.0, scheduled=run.scheduled)
+    assert merged == summarize(first + second, start=1.0, stop=3.0, scheduled=81)
+    assert merged["issued"] == sum(w["issued"] for w in run.workers) == 5
+    assert merged["latency_ms"] == distribution_ms([0.1, 0.4, 0.2, 0.9])  # percentiles over both
+    assert merged["ttft_ms"] == distribution_ms([0.05, 0.1])
+    assert merged["wall_s"] == pytest.approx(2.8) and merged["requests_per_s"] == pytest.approx(
+        4 / 2.8, abs=1e-3
+    )
+    assert merged["send_rps"] == 2.5 and merged["client_bound"]  # 5 sent of 81 scheduled
+    closed = merge(
+        LoadPoint("concurrency", 3), [worker(first, None, 2), worker(second, None, 1)], 0.0, (1.0, 3.0)
+    )
+    assert closed.scheduled is None
+
+
+def test_a_point_is_shared_out_over_the_processes() -> None:
+    assert spread(5, 2) == [3, 2] and spread(4, 4) == [1, 1, 1, 1] and spread(1, 3) == [1, 0, 0]
+    assert shares(LoadPoint("rate", 1000), 10_000, 4) == [(LoadPoint("rate", 250), 2500)] * 4
+    assert shares(LoadPoint("concurrency", 5), 10, 2) == [
+        (LoadPoint("concurrency", 3), 5),
+        (LoadPoint("concurrency", 2), 5),
+    ]
+    assert shares(LoadPoint("concurrency", 1), 10, 4) == [
+        (LoadPoint("concurrency", 1), 3)
+    ]  # the others sit out
+    assert [cap for _, cap in shares(LoadPoint("rate", 8), 2, 4)] == [
+        1,
+        1,
+        1,
+        1,
+    ]  # at least one in flight each

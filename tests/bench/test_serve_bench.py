@@ -7,11 +7,15 @@ sha256 manifest into a ``file://`` store, served by ``python -m ai_how.serving.s
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -149,6 +153,44 @@ def test_terminal_table(served: Served) -> None:
     assert "no GPU sampled" in result.output or "GPU util" in result.output
 
 
+def test_processes_share_a_point_and_merge_into_one(served: Served) -> None:
+    before = requests_counted(served.url)
+    result = bench(
+        "serve",
+        f"--url {served.url} --model digits --protocol v1 --concurrency 3 --duration 1 --warmup 0 "
+        "--processes 2 --json",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["settings"]["processes"] == 2
+    (point,) = report["points"]
+    assert point["point"] == "c=3" and len(point["workers"]) == 2
+    assert [w["connections"] for w in point["workers"]] == [2, 1] and point["connections"] == 3
+    assert point["issued"] == sum(w["issued"] for w in point["workers"]) > 0
+    assert point["ok"] == point["issued"] and point["errors"] == 0 and point["timeouts"] == 0
+    assert point["latency_ms"]["p50"] <= point["latency_ms"]["p99"]
+    # No warm-up: every request of both processes was measured; the server counted them (and the preflight).
+    assert requests_counted(served.url) - before == point["issued"] + 1
+
+
+def test_a_failing_load_process_fails_the_point_in_one_line(served: Served) -> None:
+    from ai_how.bench.loadgen import Target
+    from ai_how.bench.records import LoadPoint
+    from ai_how.bench.workers import LoadProcesses
+    from ai_how.errors import AiHowError
+
+    timing: dict[str, Any] = {"duration_s": 0.5, "warmup_s": 0.0, "grace_s": 1.0, "max_in_flight": 4}
+    with LoadProcesses(2) as run, pytest.raises(AiHowError) as failed:
+        run(Target(served.url, "digits", "grpc"), LoadPoint("concurrency", 2), **timing)
+    assert re.fullmatch(
+        r"c=2: load process [12] of 2 failed: ValueError: unknown protocol 'grpc'", failed.value.message
+    )
+    with LoadProcesses(2) as run, pytest.raises(AiHowError) as killed:
+        os.kill(run.pids[1] or 0, signal.SIGKILL)
+        run(Target(served.url, "digits", "v1"), LoadPoint("concurrency", 2), **timing)
+    assert killed.value.message.endswith("load process 2 of 2 was killed by SIGKILL"), killed.value.message
+
+
 def test_send_requests_sends_exactly_the_count(served: Served) -> None:
     before = requests_counted(served.url)
     summary = send_requests(served.url, "digits", "v1", total=25, concurrency=4)
@@ -166,6 +208,7 @@ def test_send_requests_sends_exactly_the_count(served: Served) -> None:
         (["--duration", "0", "--concurrency", "1"], "--duration 0 must be positive"),
         (["--duration", "1", "--concurrency", "1", "--protocol", "grpc"], "--protocol 'grpc' is not one of"),
         (["--duration", "1", "--concurrency", "1", "--protocol", "v1", "--stream"], "--stream applies to"),
+        (["--duration", "1", "--concurrency", "1", "--processes", "0"], "--processes '0' must be a positive"),
     ],
 )
 def test_bad_options_fail_in_one_line(args: list[str], expected: str) -> None:

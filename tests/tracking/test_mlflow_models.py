@@ -107,7 +107,10 @@ def test_digits_production_model_predicts_what_the_server_predicts(
     out = model.predict(pixels)
     server = ClassifierModel(DIGITS, digits[0])
     server.load()
-    assert out["prediction"].tolist() == asyncio.run(server.predict({"instances": pixels.tolist()}))["predictions"]
+    assert (
+        out["prediction"].tolist()
+        == asyncio.run(server.predict({"instances": pixels.tolist()}))["predictions"]
+    )
     assert set(out["prediction"]) <= set(range(10))
     probabilities = np.stack(out["probabilities"].to_list())
     assert probabilities.shape == (len(pixels), 10)

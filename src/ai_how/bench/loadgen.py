@@ -1,6 +1,7 @@
 """The load loops: closed (N workers, each sends its next request when the previous one ends) and open
-(Poisson arrivals at R req/s, in-flight requests capped), on one asyncio event loop. Every request
-leaves one ``RequestRecord``; the figures are computed from them afterwards (``bench.metrics``).
+(Poisson arrivals at R req/s, in-flight requests capped), on one event loop (uvloop's when importable,
+``bench.eventloop``). Every request leaves one ``RequestRecord``; the figures are computed from them
+afterwards (``bench.metrics``). ``bench.workers`` runs a point in several processes of these loops.
 
 Connections: one ``httpx.AsyncClient`` per connection (HTTP/1.1, ``Limits(max_connections=1,
 max_keepalive_connections=1)``), as many as requests in flight, each kept alive and reused. One
@@ -21,11 +22,12 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from ai_how.bench import payloads
+from ai_how.bench.eventloop import run_loop
 from ai_how.bench.records import LoadPoint, RequestRecord
 from ai_how.bench.sse import SSEDecoder, StreamTiming
 from ai_how.errors import AiHowError
@@ -72,6 +74,22 @@ class PointRun:
     window: tuple[float, float]  # measured window: (warm-up end, end of issuing)
     scheduled: int | None = None  # open loop: arrivals the schedule put in the window
     connections: int = 0  # connections opened
+    workers: list[dict[str, int]] | None = None  # per load process: {"issued", "connections"}; None: this one
+
+
+class RunPoint(Protocol):
+    """Runs one load point to the end and returns its records: ``run_here`` or ``workers.LoadProcesses``."""
+
+    def __call__(
+        self,
+        target: Target,
+        point: LoadPoint,
+        *,
+        duration_s: float,
+        warmup_s: float,
+        grace_s: float,
+        max_in_flight: int,
+    ) -> PointRun: ...
 
 
 def retry_after_s(value: str | None) -> float | None:
@@ -337,13 +355,22 @@ async def run_point(
     warmup_s: float,
     grace_s: float,
     max_in_flight: int,
+    schedule: list[float] | None = None,
+    start_at: float | None = None,
 ) -> PointRun:
-    """Run one load point against ``target`` and return its records."""
+    """Run one load point against ``target`` and return its records.
+
+    ``schedule``: the open loop's arrivals, when already drawn; ``start_at``: the clock() value the point
+    starts at (the load processes of ``bench.workers`` start together), else now.
+    """
     closed = point.mode == "concurrency"
     horizon = warmup_s + duration_s
-    schedule = [] if closed else arrivals(point.value, horizon, target.seed)
+    if schedule is None:
+        schedule = [] if closed else arrivals(point.value, horizon, target.seed)
     async with Connections(target) as connections:
-        t0 = clock()
+        if start_at is not None:
+            await asyncio.sleep(max(0.0, start_at - clock()))
+        t0 = clock() if start_at is None else start_at
         sender = Sender(target, t0)
         stop = t0 + horizon
         if closed:
@@ -354,6 +381,28 @@ async def run_point(
             )
     scheduled = None if closed else sum(1 for at in schedule if at >= warmup_s)
     return PointRun(point, sender.records, t0, (warmup_s, horizon), scheduled, connections.opened)
+
+
+def run_here(
+    target: Target,
+    point: LoadPoint,
+    *,
+    duration_s: float,
+    warmup_s: float,
+    grace_s: float,
+    max_in_flight: int,
+) -> PointRun:
+    """``run_point`` in this process, on its own event loop."""
+    return run_loop(
+        run_point(
+            target,
+            point,
+            duration_s=duration_s,
+            warmup_s=warmup_s,
+            grace_s=grace_s,
+            max_in_flight=max_in_flight,
+        )
+    )
 
 
 async def preflight(target: Target) -> None:
@@ -398,6 +447,6 @@ def send_requests(
             )
             return sender.records
 
-    records = asyncio.run(go())
+    records = run_loop(go())
     last_start = max((r.start for r in records), default=0.0)
     return summarize(records, start=0.0, stop=last_start + 1e-9)

@@ -108,8 +108,10 @@ def notes(report: dict[str, Any]) -> list[str]:
     if report.get("gpu_note"):
         lines.append(str(report["gpu_note"]))
     if report.get("client_capacity_rps"):
+        processes = report.get("settings", {}).get("processes", 1)
+        spread = f" from {processes} load processes" if processes > 1 else ""
         lines.append(
-            f"client capacity: ~{report['client_capacity_rps']:.0f} req/s against a trivial endpoint"
+            f"client capacity: ~{report['client_capacity_rps']:.0f} req/s against a trivial endpoint{spread}"
         )
     lines += [f"warning: {w}" for w in report.get("warnings", [])]
     for endpoint, points in _endpoints(report):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -34,6 +34,7 @@ from kserve.metrics import PREDICT_HIST_TIME
 
 from ai_how.serving.engine.core import EngineFull
 from ai_how.serving.engine.sampling import SamplingParams
+from ai_how.serving.headers import NAME_HEADER, VERSION_HEADER
 from ai_how.serving.runtimes import LLMModel
 
 PREFIX = "/openai/v1"
@@ -147,8 +148,22 @@ async def _cancel_on_disconnect(request: Request, work: Awaitable[Any]) -> Any:
     return task.result()
 
 
-def register(app: FastAPI, models: dict[str, LLMModel]) -> None:
-    """Add the OpenAI routes serving ``models`` (name -> loaded LLMModel)."""
+Route = Callable[[Request], Awaitable[Response]]
+
+
+def register(
+    app: FastAPI, models: dict[str, LLMModel], versions: dict[str, str] | None = None
+) -> dict[str, Route]:
+    """Add the OpenAI routes serving ``models`` (name -> loaded LLMModel) to ``app``; returns the
+    POST routes by path, for the server's fast path (fastpath.py), which answers them without
+    FastAPI's and KServe's middleware. Responses name the model and version that answered."""
+    versions = versions or {}
+
+    def identify(response: Response, name: str) -> Response:
+        response.headers[NAME_HEADER] = name
+        if versions.get(name):
+            response.headers[VERSION_HEADER] = versions[name]
+        return response
 
     async def read(request: Request) -> tuple[dict[str, Any], LLMModel]:
         size = int(request.headers.get("content-length") or 0)
@@ -191,10 +206,10 @@ def register(app: FastAPI, models: dict[str, LLMModel]) -> None:
             if body.get("stream", False):
                 options = body.get("stream_options") or {}
                 usage = bool(isinstance(options, dict) and options.get("include_usage"))
-                return await _stream(model, kind, prompt, params, n, usage, started)
+                return identify(await _stream(model, kind, prompt, params, n, usage, started), name)
             answer = await _cancel_on_disconnect(request, _complete(model, kind, prompt, params, n))
             PREDICT_HIST_TIME.labels(model_name=name).observe(time.perf_counter() - started)
-            return _json(answer)
+            return identify(_json(answer), name)
         except InvalidInput as exc:
             return _error(400, str(getattr(exc, "reason", exc)))
         except EngineFull as exc:
@@ -223,6 +238,7 @@ def register(app: FastAPI, models: dict[str, LLMModel]) -> None:
     app.add_api_route(f"{PREFIX}/chat/completions", chat_route, methods=["POST"])
     app.add_api_route(f"{PREFIX}/completions", completion_route, methods=["POST"])
     app.add_api_route(f"{PREFIX}/models", models_route, methods=["GET"])
+    return {f"{PREFIX}/chat/completions": chat_route, f"{PREFIX}/completions": completion_route}
 
 
 def _seeded(params: SamplingParams, index: int) -> SamplingParams:

@@ -35,8 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ai_how.serving.headers import NAME_HEADER, VERSION_HEADER
+
 EXIT_FETCH, EXIT_LOAD = 3, 4
-NAME_HEADER, VERSION_HEADER = "x-ai-how-model-name", "x-ai-how-model-version"
+__all__ = ["NAME_HEADER", "VERSION_HEADER", "main"]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -56,6 +58,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--engine", default="ours", help="LLM engine: ours, naive or transformers")
     p.add_argument("--max-batch", type=int, default=None, help="LLM sequences per decode step")
     p.add_argument("--max-waiting", type=int, default=4096, help="queued requests before 429")
+    p.add_argument(
+        "--no-access-log", action="store_true", help="no log line per request (at thousands of req/s)"
+    )
     p.add_argument(
         "--engine-process",
         default="auto",
@@ -171,11 +176,15 @@ def add_overload_answer(app: Any) -> None:
     app.add_exception_handler(EngineFull, full)
 
 
-def add_request_metrics(app: Any) -> None:
-    """``ai_how_requests_total{route,method,code}``: KServe exports latency histograms, not request counts."""
+def add_request_metrics(app: Any) -> Any:
+    """``ai_how_requests_total{route,method,code}``: KServe exports latency histograms, not request counts.
+    Returns ``count(route, method, code)`` for requests answered outside the app (the fast path)."""
     from prometheus_client import Counter
 
     requests = Counter("ai_how_requests", "HTTP requests served", ["route", "method", "code"])
+
+    def count_one(route: str, method: str, code: int) -> None:
+        requests.labels(route, method, str(code)).inc()
 
     @app.middleware("http")
     async def count(request: Any, call_next: Any) -> Any:
@@ -187,6 +196,8 @@ def add_request_metrics(app: Any) -> None:
         finally:
             route = request.scope.get("route")
             requests.labels(getattr(route, "path", "unmatched"), request.method, str(code)).inc()
+
+    return count_one
 
 
 def production_socket(host: str, port: int, attempts: int = 50) -> socket.socket:
@@ -224,9 +235,16 @@ async def listen_production(app: Any, host: str, port: int) -> None:
 
 
 def serve(
-    models: list[Any], host: str, port: int, versions: dict[str, str], production_port: int | None = None
+    models: list[Any],
+    host: str,
+    port: int,
+    versions: dict[str, str],
+    production_port: int | None = None,
+    front: Any = None,
+    access_log: bool = True,
 ) -> None:
-    """KServe's ModelServer, single REST worker, bound to ``host`` (KServe itself always binds 0.0.0.0)."""
+    """KServe's ModelServer, single REST worker, bound to ``host`` (KServe itself always binds 0.0.0.0).
+    ``front`` wraps KServe's app (the fast path) when given."""
     from kserve import ModelServer
     from kserve.model_server import FASTAPI_APP_IMPORT_STRING, app
     from kserve.protocol.rest.server import RESTServer
@@ -245,6 +263,9 @@ def serve(
         grace_period=5,
     )
     rest.config.host = host
+    rest.config.access_log = access_log
+    served = front if front is not None else app
+    rest.config.app = served
     server.servers.append(rest.start())
     server.setup_event_loop()
     server.register_signal_handler()
@@ -255,7 +276,7 @@ def serve(
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(
                 signal.SIGUSR1,
-                lambda: tasks.append(loop.create_task(listen_production(app, host, production_port))),
+                lambda: tasks.append(loop.create_task(listen_production(served, host, production_port))),
             )
         await server._serve()
 
@@ -270,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ai_how.errors import AiHowError
     from ai_how.serving import openai_routes
+    from ai_how.serving.fastpath import FastPath
     from ai_how.serving.runtimes import LLMModel, ServeOptions, build_model
 
     phases = {"import_s": time.monotonic() - began, "fetch_s": 0.0, "load_s": 0.0, "warmup_s": 0.0}
@@ -301,9 +323,9 @@ def main(argv: list[str] | None = None) -> int:
             f"model {name} v{fetched.version or '?'} ready in {time.monotonic() - started:.2f} s", flush=True
         )
     llms = {m.name: m for m in models if isinstance(m, LLMModel)}
-    if llms:
-        openai_routes.register(app, llms)
-    add_request_metrics(app)
+    routes = openai_routes.register(app, llms, versions) if llms else {}
+    count = add_request_metrics(app)
+    front = FastPath(app, routes, count) if routes else None
     print("startup-phases " + json.dumps({k: round(v, 4) for k, v in phases.items()}), flush=True)
     print(
         f"serving {', '.join(versions)} on http://{args.host}:{args.port} "
@@ -311,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     try:
-        serve(models, args.host, args.port, versions, args.production_port)
+        serve(models, args.host, args.port, versions, args.production_port, front, not args.no_access_log)
     finally:
         for model in models:
             stop = getattr(model, "stop", None)

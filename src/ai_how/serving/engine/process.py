@@ -6,16 +6,19 @@ loop needs, and step times grew from ~1.5 ms to ~20 ms under load (measured on a
 server keeps the tokenizer, streaming and HTTP, and a child process (spawned: CUDA needs it) owns
 the weights, the KV cache and the loop, as in vLLM's engine-core split.
 
-Messages over one pipe, pickled: parent -> child ``("add", id, prompt, params)``, ``("abort", id)``,
-``("stop",)``; child -> parent ``("ready", context_limit, phases)``, ``("failed", message)``, and one
-``("step", updates, stats)`` per engine step. Admission (429) is decided in the parent, which knows
-how many requests it has in flight, so no round trip sits on the request path.
+Messages over one pipe, pickled: parent -> child lists of commands ``("add", id, prompt, params)``,
+``("abort", id)``, ``("stop",)`` (a writer thread batches whatever queued up, so the event loop never
+blocks on the pipe and the child takes the GIL once per batch, not once per request); child ->
+parent ``("ready", context_limit, phases)``, ``("failed", message)``, and one ``("step", updates,
+stats)`` per engine step. Admission (429) is decided in the parent, which knows how many requests it
+has in flight, so no round trip sits on the request path.
 """
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
+import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -77,18 +80,20 @@ def _child(spec: EngineSpec, conn: Connection) -> None:
     except Exception as exc:  # the parent reports it in one line
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
-    while True:
+    running = True
+    while running:
         try:
-            message = conn.recv()
+            batch = conn.recv()
         except EOFError:  # the parent went away
             break
-        if message[0] == "add":
-            _, request_id, prompt, params = message
-            engine.submit_with_id(request_id, prompt, params)
-        elif message[0] == "abort":
-            engine.abort(message[1])
-        elif message[0] == "stop":
-            break
+        for message in batch:
+            if message[0] == "add":
+                _, request_id, prompt, params = message
+                engine.submit_with_id(request_id, prompt, params)
+            elif message[0] == "abort":
+                engine.abort(message[1])
+            elif message[0] == "stop":
+                running = False
     engine.stop()
 
 
@@ -110,6 +115,7 @@ class EngineProcess:
         self._conn: Connection | None = None
         self._process: Any = None
         self._reader: threading.Thread | None = None
+        self._outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
 
     @property
     def context_limit(self) -> int:
@@ -133,13 +139,16 @@ class EngineProcess:
         self._context_limit, self.phases = message[1], message[2]
 
     def start(self) -> None:
+        # The reader must get the GIL promptly for each step's updates, however busy the event loop.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
         self._reader = threading.Thread(target=self._read, name="ai-how-engine-reader", daemon=True)
         self._reader.start()
+        threading.Thread(target=self._write, name="ai-how-engine-writer", daemon=True).start()
 
     def stop(self) -> None:
         if self._conn is not None:
-            with contextlib.suppress(OSError):  # the child is already gone
-                self._conn.send(("stop",))
+            self._outbox.put(("stop",))
+            self._outbox.put(None)
         if self._process is not None:
             self._process.join(timeout=10)
             if self._process.is_alive():
@@ -162,8 +171,29 @@ class EngineProcess:
                 self._send(("abort", request_id))
 
     def _send(self, message: tuple[Any, ...]) -> None:
+        self._outbox.put(message)
+
+    def _write(self) -> None:
+        """Send queued commands in batches: one pickle and one pipe write per batch."""
         assert self._conn is not None, "warm_up() starts the engine process"
-        self._conn.send(message)
+        while True:
+            first = self._outbox.get()
+            batch = [first]
+            while first is not None:
+                try:
+                    first = self._outbox.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(first)
+            done = batch[-1] is None
+            commands = [m for m in batch if m is not None]
+            if commands:
+                try:
+                    self._conn.send(commands)
+                except OSError:  # the child is gone; the reader fails what is in flight
+                    return
+            if done:
+                return
 
     def _read(self) -> None:
         assert self._conn is not None
