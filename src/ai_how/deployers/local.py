@@ -1,22 +1,33 @@
 """Local deployer: model servers on this machine, a new version beside the old one until it is promoted.
 
-``deploy`` starts the new version as a *candidate* on a free loopback port while the production
-server keeps answering on ``mlops.serving.port``. ``promote`` makes the candidate listen on the
-production port too (SIGUSR1; both share it through SO_REUSEPORT), waits until the production port
-answers with the new version, and only then stops the previous server: no gap, no window in which an
-unverified version serves production. One production port serves one model at a time.
+One production server answers on ``mlops.serving.port`` for every model in production (each under its
+own name, with its own version). ``deploy`` starts a new version of model M as a *candidate* on a free
+loopback port: M from its new URI plus every other model production serves, from its production URI,
+so the candidate can take over the whole port while only M changes (it verifies M's version). ``promote``
+makes the candidate listen on the production port too (SIGUSR1; both share it through SO_REUSEPORT),
+waits until the production port answers with M's new version, and only then stops the previous server:
+no gap, no window in which an unverified version serves production, and the other models answer
+throughout. A candidate started beside another production than today's (a model was promoted or
+undeployed since) is started again beside today's before it switches. ``undeploy`` of one model among
+several switches the same way to a server started without it.
 
-What runs is recorded in the state store (document ``serving/local``); every deploy and promote
-holds the ``deploy/local`` lock, so two ai-how processes never start or switch servers at once.
+What runs is recorded in the state store (document ``serving/local``): the production server and the
+candidates, each with every model it serves (``models``: name -> version and URI; a record written
+before several models were served names its one model). Every deploy, promote and undeploy holds the
+``deploy/local`` lock, so two ai-how processes never start or switch servers at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
+import secrets
+import shlex
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +55,7 @@ LOCK = "deploy/local"
 
 
 def served_version(base_url: str, model_name: str, timeout_s: float = 2.0) -> str | None:
-    """The model version a server reports (response header), or None when it does not answer."""
+    """The version of ``model_name`` a server reports (response header), or None when it does not serve it."""
     import urllib.error
     import urllib.request
 
@@ -57,22 +68,88 @@ def served_version(base_url: str, model_name: str, timeout_s: float = 2.0) -> st
         return None
 
 
+def ready_status(base_url: str, model_name: str, timeout_s: float = 2.0) -> int | None:
+    """The HTTP status a server answers for ``model_name``'s readiness (404: it does not serve it);
+    None when nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(
+            f"{base_url}/v2/models/{model_name}/ready", timeout=timeout_s
+        ) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One model a server serves: its version and the object-store URI it was fetched from."""
+
+    version: int
+    uri: str  # '' in a record from before several models were served (its pid file has it)
+
+
+def describe(models: dict[str, ServedModel]) -> str:
+    """'digits v3, llm v2'."""
+    return ", ".join(f"{name} v{served.version}" for name, served in models.items())
+
+
 @dataclass(frozen=True)
 class ServerRecord:
-    """One model-server process ai-how started."""
+    """One model-server process ai-how started, for ``model`` v``version`` (a candidate's new version)."""
 
     model: str
     version: int
     port: int
     pidfile: str
     log: str
+    models: dict[str, ServedModel]  # every model it serves, ``model`` first
+    config: str | None = None  # the cluster config it was started with (object-store credentials)
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> ServerRecord:
-        return cls(data["model"], int(data["version"]), int(data["port"]), data["pidfile"], data["log"])
+        version = int(data["version"])
+        models = {
+            name: ServedModel(int(served["version"]), str(served.get("uri") or ""))
+            for name, served in (data.get("models") or {}).items()
+        }
+        return cls(
+            data["model"],
+            version,
+            int(data["port"]),
+            data["pidfile"],
+            data["log"],
+            models or {data["model"]: ServedModel(version, "")},  # an older record: the one model it names
+            data.get("config"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "models"}
+        return {**fields, "models": {name: vars(served) for name, served in self.models.items()}}
+
+    def others(self, model_name: str) -> dict[str, ServedModel]:
+        """The models it serves besides ``model_name``."""
+        return {name: served for name, served in self.models.items() if name != model_name}
 
     def alive(self) -> bool:
         return read_pid(Path(self.pidfile)) is not None
+
+
+def _versions(models: dict[str, ServedModel]) -> dict[str, int]:
+    return {name: served.version for name, served in models.items()}
+
+
+def _started_with(pidfile: Path) -> dict[str, str]:
+    """The flags a server was started with (each flag -> the word after it), as its pid file records them."""
+    try:
+        argv = shlex.split(json.loads(pidfile.read_text())["command"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return dict(zip(argv, argv[1:], strict=False))
 
 
 class LocalDeployer:
@@ -96,22 +173,58 @@ class LocalDeployer:
         return self.store.read(STATE_DOC)
 
     def production(self) -> ServerRecord | None:
+        """The production server's record (one process, every model in production)."""
         record = self._state().get("production")
         return ServerRecord.of(record) if record else None
+
+    def _live_production(self) -> ServerRecord | None:
+        production = self.production()
+        return production if production is not None and production.alive() else None
 
     def candidate(self, model_name: str, version: int) -> ServerRecord | None:
         record = self._state().get("candidates", {}).get(f"{model_name}/v{version}")
         return ServerRecord.of(record) if record else None
 
-    def servers(self) -> list[tuple[str, ServerRecord]]:
-        """Every server ai-how started here, as (role, record): role 'production' or 'candidate'."""
+    def _processes(self) -> list[tuple[str, ServerRecord]]:
         state = self._state()
         found = [("production", ServerRecord.of(state["production"]))] if state.get("production") else []
-        found += [("candidate", ServerRecord.of(c)) for c in state.get("candidates", {}).values()]
+        return found + [("candidate", ServerRecord.of(c)) for c in state.get("candidates", {}).values()]
+
+    def servers(self) -> list[tuple[str, ServerRecord]]:
+        """Every server ai-how started here, as (role, record): role 'production' or 'candidate'.
+
+        The production server is listed once per model it serves (``model``/``version`` naming it)."""
+        found: list[tuple[str, ServerRecord]] = []
+        for role, record in self._processes():
+            if role == "production":
+                found += [
+                    (role, dataclasses.replace(record, model=name, version=served.version))
+                    for name, served in record.models.items()
+                ]
+            else:
+                found.append((role, record))
         return found
 
     def url_of(self, record: ServerRecord) -> str:
         return f"http://{self.host}:{record.port}"
+
+    def _production_others(self, production: ServerRecord | None, model_name: str) -> dict[str, ServedModel]:
+        """The models ``production`` serves besides ``model_name``, each with its URI (a record from an older
+        ai-how, which names one model and no URI: from the flags in its server's pid file)."""
+        if production is None:
+            return {}
+        others = production.others(model_name)
+        unknown = [name for name, served in others.items() if not served.uri]
+        if not unknown:
+            return others
+        flags = _started_with(Path(production.pidfile))
+        uri = flags.get("--model-uri")
+        if unknown != [flags.get("--name")] or not uri:
+            raise DeployError(
+                f"production serves {describe(others)} from a server that did not record its model URI",
+                fix=f"deploy and promote {unknown[0]} again, or stop it first (`ai-how stack down`)",
+            )
+        return {**others, unknown[0]: ServedModel(others[unknown[0]].version, uri)}
 
     # -- deploy: a candidate beside production
     def deploy(self, request: DeployRequest) -> Deployment:
@@ -129,21 +242,31 @@ class LocalDeployer:
             stale = self.candidate(request.model_name, request.version)
             if stale is not None:  # a resumed deploy starts the candidate afresh
                 stop_daemon(Path(stale.pidfile))
-            port = free_port(self.host)
+            production = self._live_production()
+            others = self._production_others(production, request.model_name)
             pidfile = self.layout.serving / f"{request.model_name}-v{request.version}.pid"
             record = ServerRecord(
-                request.model_name, request.version, port, str(pidfile), str(request.log_path)
+                request.model_name,
+                request.version,
+                free_port(self.host),
+                str(pidfile),
+                str(request.log_path),
+                {request.model_name: ServedModel(request.version, request.storage_uri), **others},
+                str(request.config_path),
             )
             started = time.monotonic()
-            self._start(request, record)
+            self._start(record, verify=[request.model_name])
             with self.store.transaction(STATE_DOC) as state:
-                state.setdefault("candidates", {})[f"{request.model_name}/v{request.version}"] = vars(record)
-        production = self.production()
-        note = (
-            f"{production.model} v{production.version} keeps serving {self.base_url} until promoted"
-            if production is not None and production.alive()
-            else f"nothing serves {self.base_url} yet"
-        )
+                state.setdefault("candidates", {})[f"{request.model_name}/v{request.version}"] = (
+                    record.to_json()
+                )
+        if production is not None:
+            keeps = "keeps" if len(production.models) == 1 else "keep"
+            note = f"{describe(production.models)} {keeps} serving {self.base_url} until promoted"
+            if others:
+                note += f" (the candidate serves {describe(others)} as well, from the same URIs)"
+        else:
+            note = f"nothing serves {self.base_url} yet"
         return Deployment(
             self.url_of(record),
             request.model_name,
@@ -152,18 +275,23 @@ class LocalDeployer:
             {"pid": str(read_pid(pidfile)), "log": str(request.log_path), "role": "candidate", "note": note},
         )
 
-    def _start(self, request: DeployRequest, record: ServerRecord) -> None:
+    def _start(self, record: ServerRecord, verify: Iterable[str]) -> None:
+        """Start the server ``record`` describes, wait until it answers, and check the versions of ``verify``."""
         serving = self.config.mlops.serving
         command = [
             sys.executable,
             "-m",
             "ai_how.serving.server",
             "--model-uri",
-            request.storage_uri,
+            record.models[record.model].uri,
             "--name",
-            request.model_name,
-            "--config",
-            str(request.config_path),
+            record.model,
+        ]
+        for name, served in record.others(record.model).items():
+            command += ["--model", f"{name}={served.uri}"]
+        if record.config is not None:
+            command += ["--config", record.config]
+        command += [
             "--host",
             serving.host,
             "--port",
@@ -173,35 +301,34 @@ class LocalDeployer:
             "--cache-dir",
             str(self.layout.serving / "cache"),
         ]
-        pidfile = Path(record.pidfile)
-        start_daemon(command, pidfile=pidfile, log_path=request.log_path)
+        pidfile, log_path = Path(record.pidfile), Path(record.log)
+        start_daemon(command, pidfile=pidfile, log_path=log_path)
         url = self.url_of(record)
         try:
             wait_until(
-                lambda: served_version(url, request.model_name) is not None,
+                lambda: served_version(url, record.model) is not None,
                 timeout_s=READY_TIMEOUT_S,
                 what="the model server",
                 alive=lambda: read_pid(pidfile) is not None,
-                log_path=request.log_path,
+                log_path=log_path,
             )
         except BaseException as exc:
             stop_daemon(pidfile)  # never leave an unrecorded server behind (Ctrl-C included)
             if not isinstance(exc, Exception):
                 raise
-            errors = [
-                line for line in log_tail(request.log_path, 40).splitlines() if line.startswith("error:")
-            ]
+            errors = [line for line in log_tail(log_path, 40).splitlines() if line.startswith("error:")]
             if errors:
-                raise DeployError(errors[-1].removeprefix("error: "), fix=f"see {request.log_path}") from None
+                raise DeployError(errors[-1].removeprefix("error: "), fix=f"see {log_path}") from None
             raise DeployError(str(exc)) from None
-        reported = served_version(url, request.model_name)
-        if reported != str(request.version):
-            stop_daemon(pidfile)
-            raise DeployError(
-                f"the server at {url} reports {request.model_name} version {reported!r}, "
-                f"not {request.version}: the object store holds another version under {request.storage_uri}",
-                fix="re-sync this version (`ai-how pipeline run --resume RUN` after fixing the store)",
-            )
+        for name in verify:
+            reported, served = served_version(url, name), record.models[name]
+            if reported != str(served.version):
+                stop_daemon(pidfile)
+                raise DeployError(
+                    f"the server at {url} reports {name} version {reported!r}, "
+                    f"not {served.version}: the object store holds another version under {served.uri}",
+                    fix="re-sync this version (`ai-how pipeline run --resume RUN` after fixing the store)",
+                )
 
     # -- promote: the candidate takes the production port, then the old server goes
     def promote(self, model_name: str, version: int) -> Deployment:
@@ -214,9 +341,7 @@ class LocalDeployer:
                     f"{model_name} v{version} has no running candidate server to promote",
                     fix="deploy it again (`ai-how pipeline run --resume RUN` re-runs deploy after a failure)",
                 )
-            previous = self.production()
-            if previous is not None and not previous.alive():
-                previous = None
+            previous = self._live_production()
             taken = previous is None and http_ok(f"{self.base_url}/")
             if taken and served_version(self.base_url, model_name) == str(version):
                 taken = False  # the candidate itself answers there: an earlier switch got that far
@@ -226,14 +351,45 @@ class LocalDeployer:
                     fix="stop it or change mlops.serving.port",
                 )
             started = time.monotonic()
-            self._switch(candidate, previous)
+            others = self._production_others(previous, model_name)
+            if _versions(candidate.others(model_name)) != _versions(others):
+                candidate = self._restart_beside(candidate, others)
+            wanted = str(version)
+            self._switch(
+                candidate,
+                previous,
+                arrived=lambda: served_version(self.base_url, model_name) == wanted,
+                change="the new version",
+            )
             with self.store.transaction(STATE_DOC) as state:
-                state["production"] = vars(candidate)
+                state["production"] = candidate.to_json()
                 state.get("candidates", {}).pop(f"{model_name}/v{version}", None)
-        details = {"pid": str(read_pid(Path(candidate.pidfile))), "log": candidate.log}
-        if previous is not None:
-            details["replaced"] = f"{previous.model} v{previous.version}"
+        details = {
+            "pid": str(read_pid(Path(candidate.pidfile))),
+            "log": candidate.log,
+            "serves": describe(candidate.models),
+        }
+        replaced = previous.models.get(model_name) if previous is not None else None
+        if replaced is not None:
+            details["replaced"] = f"{model_name} v{replaced.version}"
         return Deployment(self.base_url, model_name, version, time.monotonic() - started, details)
+
+    def _restart_beside(self, candidate: ServerRecord, others: dict[str, ServedModel]) -> ServerRecord:
+        """Start ``candidate`` again with today's other production models (it was started beside other
+        versions: promoting it as it is would bring those back)."""
+        key = f"{candidate.model}/v{candidate.version}"
+        stop_daemon(Path(candidate.pidfile))
+        with self.store.transaction(STATE_DOC) as state:
+            state.get("candidates", {}).pop(key, None)
+        fresh = dataclasses.replace(
+            candidate,
+            port=free_port(self.host),
+            models={candidate.model: candidate.models[candidate.model], **others},
+        )
+        self._start(fresh, verify=[candidate.model])
+        with self.store.transaction(STATE_DOC) as state:
+            state.setdefault("candidates", {})[key] = fresh.to_json()
+        return fresh
 
     def serves(self, model_name: str, version: int) -> bool:
         candidate = self.candidate(model_name, version)
@@ -242,32 +398,41 @@ class LocalDeployer:
     def _already_promoted(self, model_name: str, version: int) -> bool:
         """A resumed promote whose switch was done before it stopped (e.g. MLflow was down for the alias)."""
         current = self.production()
-        return (
-            current is not None
-            and (current.model, current.version) == (model_name, version)
-            and current.alive()
-        )
+        if current is None:
+            return False
+        served = current.models.get(model_name)
+        return served is not None and served.version == version and current.alive()
 
-    def _switch(self, candidate: ServerRecord, previous: ServerRecord | None) -> None:
-        if not signal_daemon(Path(candidate.pidfile), signal.SIGUSR1):
-            raise DeployError(f"the candidate server of {candidate.model} v{candidate.version} exited")
-        wanted = str(candidate.version)
+    def _switch(
+        self,
+        new: ServerRecord,
+        previous: ServerRecord | None,
+        *,
+        arrived: Callable[[], bool],
+        change: str,
+    ) -> None:
+        """``new`` listens on the production port too; once ``arrived`` (true only of its answers) holds,
+        ``previous`` stops."""
+        if not signal_daemon(Path(new.pidfile), signal.SIGUSR1):
+            raise DeployError(f"the candidate server of {new.model} v{new.version} exited")
 
         def answering() -> bool:
             # Both servers share the port until the old one stops: any answer from the new one will do.
-            return any(served_version(self.base_url, candidate.model) == wanted for _ in range(4))
+            return any(arrived() for _ in range(4))
 
         try:
             wait_until(
                 answering,
                 timeout_s=SWITCH_TIMEOUT_S,
-                what=f"{candidate.model} v{candidate.version} on {self.base_url}",
-                alive=candidate.alive,
-                log_path=Path(candidate.log),
+                what=f"{describe(new.models)} on {self.base_url}",
+                alive=new.alive,
+                log_path=Path(new.log),
             )
         except Exception as exc:
-            kept = f"; {previous.model} v{previous.version} keeps serving" if previous else ""
-            raise DeployError(f"the switch to the new version failed: {exc}{kept}") from None
+            kept = ""
+            if previous is not None:
+                kept = f"; {describe(previous.models)} {'keeps' if len(previous.models) == 1 else 'keep'} serving"
+            raise DeployError(f"the switch to {change} failed: {exc}{kept}") from None
         if previous is not None:
             stop_daemon(Path(previous.pidfile))
 
@@ -284,32 +449,73 @@ class LocalDeployer:
             return stopped
 
     def undeploy(self, model_name: str) -> bool:
-        """Stop every server of ``model_name`` (production and candidates)."""
+        """Stop serving ``model_name``: its candidates stop; a production server that serves other models
+        too is replaced (the same gap-free switch as promote) by one without it, else it stops."""
         stopped = False
         with self._locked():
-            for _, record in self.servers():
-                if record.model == model_name:
+            for role, record in self._processes():
+                if role == "candidate" and record.model == model_name:
                     stopped = stop_daemon(Path(record.pidfile)) or stopped
+            production = self.production()
+            serving = production is not None and model_name in production.models
+            replacement = None
+            if production is not None and serving:
+                rest = self._production_others(self._live_production(), model_name)
+                if rest:
+                    replacement = self._replace_production(production, rest, model_name)
+                stopped = stop_daemon(Path(production.pidfile)) or replacement is not None or stopped
             with self.store.transaction(STATE_DOC) as state:
-                if (state.get("production") or {}).get("model") == model_name:
-                    state["production"] = None
+                if serving:
+                    state["production"] = replacement.to_json() if replacement is not None else None
                 candidates = state.get("candidates", {})
                 for key in [k for k, c in candidates.items() if c["model"] == model_name]:
                     candidates.pop(key)
         return stopped
 
+    def _replace_production(
+        self, production: ServerRecord, rest: dict[str, ServedModel], removed: str
+    ) -> ServerRecord:
+        """Start a server of ``rest`` (production without ``removed``) and switch the production port to it."""
+        stem = self.layout.serving / f"production-{secrets.token_hex(4)}"
+        first = production.model if production.model in rest else next(iter(rest))
+        replacement = ServerRecord(
+            first,
+            rest[first].version,
+            free_port(self.host),
+            f"{stem}.pid",
+            f"{stem}.log",
+            {first: rest[first], **rest},
+            production.config,
+        )
+        self._start(replacement, verify=list(rest))
+        try:
+            self._switch(
+                replacement,
+                production,
+                arrived=lambda: ready_status(self.base_url, removed) == 404,
+                change=f"a server without {removed}",
+            )
+        except BaseException:
+            stop_daemon(Path(replacement.pidfile))  # never leave an unrecorded server behind
+            raise
+        return replacement
+
     def stop_all(self) -> list[str]:
         """Stop every model server ai-how started here (`stack down`); what stopped, as 'model vN'."""
-        stopped = []
+        stopped: list[str] = []
         with self._locked():
-            for _, record in self.servers():
+            for role, record in self._processes():
                 if stop_daemon(Path(record.pidfile)):
-                    stopped.append(f"{record.model} v{record.version}")
+                    served = (
+                        record.models if role == "production" else {record.model: record.models[record.model]}
+                    )
+                    stopped += [f"{name} v{m.version}" for name, m in served.items()]
             self.store.write(STATE_DOC, {"production": None, "candidates": {}})
         return stopped
 
     def endpoint(self, model_name: str) -> str | None:
+        """The production port when production serves ``model_name`` (beside any other models)."""
         production = self.production()
-        if production is None or production.model != model_name or not production.alive():
+        if production is None or model_name not in production.models or not production.alive():
             return None
         return self.base_url

@@ -12,8 +12,8 @@ import functools
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import REGISTRY, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
@@ -39,9 +39,6 @@ class LLMMetrics(Collector):
             buckets=TPOT_BUCKETS,
             registry=registry,
         )
-        self.tokens = Counter(
-            "ai_how_generation_tokens", "Generated tokens", ["model_name"], registry=registry
-        )
         registry.register(self)
 
     def watch(self, name: str, engine: Any) -> None:
@@ -50,10 +47,7 @@ class LLMMetrics(Collector):
     def observe(self, what: str, model: str, seconds: float) -> None:
         (self.ttft if what == "ttft" else self.tpot).labels(model_name=model).observe(seconds)
 
-    def generated(self, model: str, tokens: int) -> None:
-        self.tokens.labels(model_name=model).inc(tokens)
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         running = GaugeMetricFamily(
             "ai_how_num_requests_running", "Requests in the running batch", labels=["model_name"]
         )
@@ -63,8 +57,9 @@ class LLMMetrics(Collector):
         kv = GaugeMetricFamily(
             "ai_how_kv_cache_usage_perc", "KV-cache slots in use (0-1)", labels=["model_name"]
         )
-        prompt = GaugeMetricFamily(
-            "ai_how_prompt_tokens_total", "Prompt tokens prefilled", labels=["model_name"]
+        prompt = CounterMetricFamily("ai_how_prompt_tokens", "Prompt tokens prefilled", labels=["model_name"])
+        generated = CounterMetricFamily(
+            "ai_how_generation_tokens", "Tokens generated (aborted requests' too)", labels=["model_name"]
         )
         for name, engine in self.engines.items():
             stats = engine.stats
@@ -72,7 +67,8 @@ class LLMMetrics(Collector):
             waiting.add_metric([name], stats.waiting)
             kv.add_metric([name], stats.kv_usage)
             prompt.add_metric([name], stats.prompt_tokens)
-        yield from (running, waiting, kv, prompt)
+            generated.add_metric([name], stats.generated_tokens)
+        yield from (running, waiting, kv, prompt, generated)
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())

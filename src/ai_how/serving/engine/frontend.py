@@ -200,7 +200,6 @@ class AsyncLLM:
     def _finish(self, started: float, first_at: float, produced: int) -> None:
         if self.metrics is None:
             return
-        self.metrics.generated(self.model_name, produced)
         if produced > 1 and first_at:
             self._observe("tpot", (time.perf_counter() - first_at) / (produced - 1))
 
