@@ -24,9 +24,8 @@ from typer.testing import CliRunner, Result
 from ai_how.bench.loadgen import send_requests
 from ai_how.bench.payloads import ZERO, bodies
 from ai_how.cli.main import app
-from ai_how.objectstore.base import open_store
-from ai_how.objectstore.sync import sync_directory
 from ai_how.procs import free_port, http_ok, wait_until
+from tests.serving.llm_fixtures import digits_cnn, synced
 
 runner = CliRunner()
 
@@ -44,26 +43,7 @@ class Served:
 
 def write_digits_model(root: Path) -> str:
     """A digits CNN model directory synced to ``root/objects``; its model URI."""
-    import torch
-
-    from ai_how.workloads import cnn
-
-    model = root / "model"
-    model.mkdir(parents=True)
-    config = {
-        "arch": "simple-cnn",
-        "input_shape": [1, 8, 8],
-        "num_classes": 10,
-        "scale": 16.0,
-        "mean": 0.3,
-        "std": 0.4,
-    }
-    torch.manual_seed(0)
-    torch.save(cnn.build(config).state_dict(), model / "model.pt")
-    (model / "model_config.json").write_text(json.dumps(config))
-    store, _ = open_store((root / "objects").as_uri())
-    sync_directory(model, store, "digits/v1", meta={"version": 1})
-    return (root / "objects" / "digits" / "v1").as_uri()
+    return synced(digits_cnn(root / "model"), root / "objects", "digits/v1", 1)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ the switch drops no request, and a discarded candidate never touches production.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
@@ -30,15 +31,15 @@ class Setup:
     store_root: Path
     tmp: Path
 
-    def request(self, version: int) -> DeployRequest:
+    def request(self, version: int, model: str = "digits") -> DeployRequest:
         return DeployRequest(
-            model_name="digits",
+            model_name=model,
             version=version,
-            storage_uri=(self.store_root / "digits" / f"v{version}").as_uri(),
+            storage_uri=(self.store_root / model / f"v{version}").as_uri(),
             config_path=self.config_path,
             run_dir=self.tmp,
-            log_path=self.tmp / f"server-v{version}.log",
-            run_id=f"run-{version}",
+            log_path=self.tmp / f"server-{model}-v{version}.log",
+            run_id=f"run-{model}-{version}",
             tracking_uri="http://127.0.0.1:1",
             manifest_sha256="",
         )
@@ -57,11 +58,39 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     store, _ = open_store(store_root.as_uri())
     for version in (1, 2, 3):  # the same files, three registered versions (the manifest names each)
         sync_directory(trained / "model", store, f"digits/v{version}", meta={"version": version})
+    sync_directory(trained / "model", store, "other/v1", meta={"version": 1})  # a second model name
     config_path = write_config(tmp / "cluster.yaml", mlflow_port=free_port(), serving_port=free_port())
     deployer = LocalDeployer(load_config(config_path).config, Layout(tmp / "state"))
     yield Setup(deployer, config_path, store_root, tmp)
-    for _, record in deployer.servers():
-        deployer.undeploy(record.model)
+    deployer.stop_all()
+
+
+@contextlib.contextmanager
+def hammering(base_url: str, model: str) -> Iterator[list[tuple[int, str | None]]]:
+    """Predict requests to ``model`` from two threads while the block runs: (status, version header)."""
+    answers: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    response = client.post(
+                        f"{base_url}/v1/models/{model}:predict", json={"instances": [ZERO]}
+                    )
+                    answers.append((response.status_code, response.headers.get("x-ai-how-model-version")))
+                except httpx.HTTPError as exc:
+                    answers.append((0, type(exc).__name__))
+
+    threads = [threading.Thread(target=hammer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield answers
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
 
 
 def test_a_candidate_serves_beside_production_and_the_switch_drops_no_request(setup: Setup) -> None:
@@ -80,29 +109,8 @@ def test_a_candidate_serves_beside_production_and_the_switch_drops_no_request(se
     assert served_version(production, "digits") == "1"  # the old version keeps production until promoted
 
     # Requests hit production the whole time the switch happens: every one is answered correctly.
-    answers: list[tuple[int, str | None]] = []
-    stop = threading.Event()
-
-    def hammer() -> None:
-        with httpx.Client(timeout=10) as client:
-            while not stop.is_set():
-                try:
-                    response = client.post(
-                        f"{production}/v1/models/digits:predict", json={"instances": [ZERO]}
-                    )
-                    answers.append((response.status_code, response.headers.get("x-ai-how-model-version")))
-                except httpx.HTTPError as exc:
-                    answers.append((0, type(exc).__name__))
-
-    threads = [threading.Thread(target=hammer) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    try:
+    with hammering(production, "digits") as answers:
         promoted = deployer.promote("digits", 2)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
     assert promoted.endpoint == production and promoted.details["replaced"] == "digits v1"
     assert answers and all(code == 200 for code, _ in answers), [a for a in answers if a[0] != 200][:5]
     assert {version for _, version in answers} <= {"1", "2"}
@@ -132,3 +140,71 @@ def test_a_server_that_reports_another_version_is_refused(setup: Setup) -> None:
     with pytest.raises(DeployError, match="reports digits version '1', not 7"):
         setup.deployer.deploy(request)
     assert setup.deployer.candidate("digits", 7) is None
+
+
+def metadata_versions(base_url: str, model: str) -> list[str] | None:
+    """The versions V2 metadata lists for ``model`` (None when the server does not serve it)."""
+    response = httpx.get(f"{base_url}/v2/models/{model}", timeout=10)
+    return response.json()["versions"] if response.status_code == 200 else None
+
+
+def test_several_models_share_the_production_port_and_each_changes_alone(setup: Setup) -> None:
+    deployer = setup.deployer
+    production = deployer.base_url
+    deployer.deploy(setup.request(1))
+    deployer.promote("digits", 1)
+    other = deployer.deploy(setup.request(1, "other"))
+    assert served_version(other.endpoint, "digits") == "1"  # the candidate carries production's models
+    assert deployer.endpoint("other") is None and deployer.endpoint("digits") == production
+    promoted = deployer.promote("other", 1)
+    assert "replaced" not in promoted.details  # other joined production; digits was not evicted
+    assert metadata_versions(production, "digits") == ["1"]
+    assert metadata_versions(production, "other") == ["1"]
+    assert deployer.endpoint("other") == deployer.endpoint("digits") == production
+    assert sorted((r.model, r.version) for _, r in deployer.servers()) == [("digits", 1), ("other", 1)]
+
+    later = deployer.deploy(setup.request(3))  # started beside other v1: promoted only after other leaves
+    # A rollback-style switch of digits keeps other, which answers throughout.
+    deployer.deploy(setup.request(2))
+    with hammering(production, "other") as answers:
+        assert deployer.promote("digits", 2).details["replaced"] == "digits v1"
+    assert answers and all(answer == (200, "1") for answer in answers), [
+        a for a in answers if a != (200, "1")
+    ][:5]
+    assert metadata_versions(production, "digits") == ["2"]
+    assert metadata_versions(production, "other") == ["1"]
+    assert deployer.serves("other", 1) and deployer.serves("digits", 2) and not deployer.serves("digits", 1)
+
+    # Undeploying other switches production to a server without it; digits answers throughout.
+    with hammering(production, "digits") as answers:
+        assert deployer.undeploy("other")
+    assert answers and all(answer == (200, "2") for answer in answers), [
+        a for a in answers if a != (200, "2")
+    ][:5]
+    assert metadata_versions(production, "other") is None and deployer.endpoint("other") is None
+    assert metadata_versions(production, "digits") == ["2"] and deployer.endpoint("digits") == production
+
+    # The candidate started beside other v1 is started again without it before it takes production.
+    assert served_version(later.endpoint, "other") == "1"
+    deployer.promote("digits", 3)
+    assert metadata_versions(production, "digits") == ["3"]
+    assert metadata_versions(production, "other") is None
+    assert [(role, r.model, r.version) for role, r in deployer.servers()] == [("production", "digits", 3)]
+
+
+def test_a_production_record_from_before_several_models_still_reads(setup: Setup) -> None:
+    deployer = setup.deployer
+    production = deployer.production()
+    assert production is not None and production.alive()
+    single = {k: v for k, v in production.to_json().items() if k not in ("models", "config")}
+    deployer.store.write("serving/local", {"production": single, "candidates": {}})
+    try:
+        legacy = deployer.production()
+        assert legacy is not None and list(legacy.models) == [production.model]
+        assert deployer.endpoint(production.model) == deployer.base_url
+        assert deployer.serves(production.model, production.version) and deployer.endpoint("other") is None
+        # Another model joining it takes the model's URI from the flags the server was started with.
+        others = deployer._production_others(legacy, "other")
+        assert others == {production.model: production.models[production.model]}
+    finally:
+        deployer.store.write("serving/local", {"production": production.to_json(), "candidates": {}})

@@ -7,7 +7,6 @@ seed: training adds time and nothing these tests check), applied to scikit-learn
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -22,27 +21,12 @@ from ai_how.errors import AiHowError
 from ai_how.serving.batcher import MicroBatcher
 from ai_how.serving.classifier import ClassifierModel
 from ai_how.workloads import cnn
+from tests.serving.llm_fixtures import digits_cnn
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    out = tmp_path_factory.mktemp("digits") / "model"
-    out.mkdir()
-    config = {
-        "arch": "simple-cnn",
-        "input_shape": [1, 8, 8],
-        "num_classes": 10,
-        "scale": 16.0,
-        "mean": 0.3,
-        "std": 0.38,
-        "dataset": "sklearn-digits",
-    }
-    torch.manual_seed(0)
-    torch.save(cnn.build(config).state_dict(), out / "model.pt")
-    (out / "model_config.json").write_text(json.dumps(config))
-    return out
+    return digits_cnn(tmp_path_factory.mktemp("digits") / "model")
 
 
 @pytest.fixture(scope="module")

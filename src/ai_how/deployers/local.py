@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import secrets
 import shlex
@@ -149,7 +150,7 @@ def _started_with(pidfile: Path) -> dict[str, str]:
         argv = shlex.split(json.loads(pidfile.read_text())["command"])
     except (OSError, ValueError, KeyError, TypeError):
         return {}
-    return dict(zip(argv, argv[1:], strict=False))
+    return dict(itertools.pairwise(argv))
 
 
 class LocalDeployer:

@@ -43,9 +43,10 @@ class EngineSpec:
     max_batch: int
 
 
-def _child(spec: EngineSpec, conn: Connection) -> None:
+def _child(spec: EngineSpec, conn: Connection, spawned_at: float) -> None:
     """The engine process: build, warm up, report ready, then take commands until told to stop."""
     try:
+        begun = time.time()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -55,6 +56,7 @@ def _child(spec: EngineSpec, conn: Connection) -> None:
         from ai_how.serving.engine.model import Decoder
 
         started = time.monotonic()
+        imported_s = time.time() - begun
         device = torch.device(resolve_device(spec.device))
         dtype = default_dtype(device) if spec.dtype == "auto" else getattr(torch, spec.dtype)
         tokenizer = AutoTokenizer.from_pretrained(spec.model_dir)
@@ -74,7 +76,12 @@ def _child(spec: EngineSpec, conn: Connection) -> None:
         stats_holder.append(engine.stats)
         loaded = time.monotonic()
         engine.warm_up()
-        phases = {"load_s": loaded - started, "warmup_s": time.monotonic() - loaded}
+        phases = {
+            "engine_spawn_s": begun - spawned_at,  # interpreter start until the child runs our code
+            "engine_import_s": imported_s,
+            "load_s": loaded - started,
+            "warmup_s": time.monotonic() - loaded,
+        }
         engine.start()
         conn.send(("ready", engine.context_limit, phases))
     except Exception as exc:  # the parent reports it in one line
@@ -126,7 +133,7 @@ class EngineProcess:
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
         self._process = context.Process(
-            target=_child, args=(self.spec, child), name="ai-how-engine", daemon=True
+            target=_child, args=(self.spec, child, time.time()), name="ai-how-engine", daemon=True
         )
         self._process.start()
         child.close()
