@@ -150,3 +150,31 @@ def test_the_engine_in_its_own_process_gives_the_same_tokens(model_dir: Path, ll
         assert all(len(a.token_ids) == 300 for a in answered)
     finally:
         remote.stop()
+
+
+def test_a_dead_engine_process_fails_in_flight_requests_and_refuses_new_ones(model_dir: Path) -> None:
+    from ai_how.serving.engine.core import EngineGone
+
+    remote = load_llm(model_dir, "tiny", device="cpu", max_batch=2, process="yes")
+    remote.engine.warm_up()
+    remote.start()
+    told: list[str] = []
+    remote.engine.on_gone.append(told.append)
+    try:
+
+        async def interrupted() -> Any:
+            stream = remote.generate([5, 6], SamplingParams(max_tokens=400, ignore_eos=True))
+            await stream.__anext__()
+            remote.engine._process.kill()  # what the OOM killer or a GPU fault does
+            last = None
+            async for chunk in stream:
+                last = chunk
+            return last
+
+        last = run(interrupted())
+        assert last is not None and last.finish == "error"
+        assert told and "exited" in told[0]
+        with pytest.raises(EngineGone):
+            remote.engine.submit([1, 2], SamplingParams(max_tokens=2))
+    finally:
+        remote.stop()

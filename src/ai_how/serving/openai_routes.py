@@ -32,7 +32,7 @@ from fastapi.responses import Response, StreamingResponse
 from kserve.errors import InvalidInput
 from kserve.metrics import PREDICT_HIST_TIME
 
-from ai_how.serving.engine.core import EngineFull
+from ai_how.serving.engine.core import EngineFull, EngineGone
 from ai_how.serving.engine.sampling import SamplingParams
 from ai_how.serving.headers import NAME_HEADER, VERSION_HEADER
 from ai_how.serving.runtimes import LLMModel
@@ -278,10 +278,10 @@ async def _stream(
     try:
         for stream in streams:
             firsts.append(await stream.__anext__())
-    except (EngineFull, ValueError) as exc:
+    except (EngineFull, EngineGone, ValueError) as exc:
         for stream in streams:
             await stream.aclose()
-        if isinstance(exc, EngineFull):
+        if isinstance(exc, EngineFull | EngineGone):
             raise
         raise InvalidInput(str(exc)) from None
     header = {

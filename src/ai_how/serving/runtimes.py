@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -86,8 +87,16 @@ class LLMModel(Model):
         }
         self.llm.start()
         metrics.watch(self.name, self.llm.engine)
+        if hasattr(self.llm.engine, "on_gone"):  # an engine process that dies: not ready, say why
+            self.llm.engine.on_gone.append(self._engine_gone)
         self.ready = True
         return True
+
+    def _engine_gone(self, why: str) -> None:
+        self.ready = False
+        print(
+            f"error: model {self.name}: {why}; the server reports it not ready", file=sys.stderr, flush=True
+        )
 
     def stop(self) -> None:
         if self.llm is not None:

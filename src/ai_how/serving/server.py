@@ -161,10 +161,11 @@ def add_identity(app: Any, dataplane: Any, versions: dict[str, str]) -> None:
 
 
 def add_overload_answer(app: Any) -> None:
-    """A full LLM admission queue answers 429 with Retry-After on every route (V1/V2 too)."""
+    """A full LLM admission queue answers 429 with Retry-After on every route (V1/V2 too); an engine
+    that has stopped answers 503."""
     from fastapi.responses import JSONResponse
 
-    from ai_how.serving.engine.core import EngineFull
+    from ai_how.serving.engine.core import EngineFull, EngineGone
 
     async def full(request: Any, exc: Exception) -> Any:
         return JSONResponse(
@@ -173,7 +174,11 @@ def add_overload_answer(app: Any) -> None:
             headers={"Retry-After": "1"},
         )
 
+    async def gone(request: Any, exc: Exception) -> Any:
+        return JSONResponse({"error": f"the model cannot answer: {exc}"}, status_code=503)
+
     app.add_exception_handler(EngineFull, full)
+    app.add_exception_handler(EngineGone, gone)
 
 
 def add_request_metrics(app: Any) -> Any:

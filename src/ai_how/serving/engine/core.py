@@ -84,6 +84,10 @@ class EngineFull(Exception):
     """The admission queue is full: the caller answers 429 with Retry-After."""
 
 
+class EngineGone(Exception):
+    """The engine (process) has stopped: the caller answers 503; the model reports not ready."""
+
+
 def check_request(prompt: list[int], params: SamplingParams, context_limit: int) -> None:
     """The limits every engine enforces before a request is queued, with one set of messages."""
     if not prompt:

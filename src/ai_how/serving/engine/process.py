@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ai_how.serving.engine.core import EngineFull, EngineStats, Update, check_request
+from ai_how.serving.engine.core import EngineFull, EngineGone, EngineStats, Update, check_request
 from ai_how.serving.engine.sampling import SamplingParams
 
 READY_TIMEOUT_S = 600.0
@@ -123,6 +123,8 @@ class EngineProcess:
         self._process: Any = None
         self._reader: threading.Thread | None = None
         self._outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self.gone: str | None = None  # why the engine process is no longer serving
+        self.on_gone: list[Callable[[str], None]] = []
 
     @property
     def context_limit(self) -> int:
@@ -162,6 +164,8 @@ class EngineProcess:
                 self._process.kill()
 
     def submit(self, prompt: list[int], params: SamplingParams) -> int:
+        if self.gone is not None:
+            raise EngineGone(self.gone)
         check_request(prompt, params, self._context_limit)
         with self._lock:
             if len(self._in_flight) >= self.capacity:
@@ -222,8 +226,12 @@ class EngineProcess:
             stats.prompt_tokens = prompt_tokens
             stats.generated_tokens += sum(len(u.tokens) for u in updates)
             self.emit(updates)
-        # the child is gone: every request still in flight fails rather than hanging
+        # the child is gone: every request still in flight fails rather than hanging, new ones get 503
+        code = self._process.exitcode if self._process is not None else None
+        self.gone = f"the engine process exited (code {code})"
         with self._lock:
             lost, self._in_flight = self._in_flight, set()
         if lost:
             self.emit([Update(request_id, [], "error") for request_id in lost])
+        for callback in self.on_gone:
+            callback(self.gone)
