@@ -39,7 +39,7 @@ class ServeOptions:
     device: str = "auto"
     engine: str = "ours"
     max_batch: int | None = None  # None: 512 on a GPU, 32 on a CPU
-    max_waiting: int = 4096
+    max_waiting: int | None = None  # None: four batches' worth
     stream_interval: int = 1  # tokens per streamed event once the first token is out
     engine_process: str = "auto"  # our engine in a child process: auto = on a GPU
 

@@ -34,7 +34,7 @@ def load_llm(
     engine: str = "ours",
     device: str = "auto",
     max_batch: int | None = None,
-    max_waiting: int = 4096,
+    max_waiting: int | None = None,
     metrics: Any = None,
     dtype: str = "auto",
     stream_interval: int = 1,
@@ -53,6 +53,9 @@ def load_llm(
     torch_dtype = default_dtype(target) if dtype == "auto" else getattr(torch, dtype)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     batch = max_batch or (512 if target.type == "cuda" else 32)
+    # A bounded queue: about four batches' worth of waiting, then 429 (an unbounded one only turns
+    # overload into minutes of latency).
+    max_waiting = max_waiting if max_waiting is not None else 4 * batch
     if process not in ("auto", "yes", "no"):
         raise ValueError(f"engine process {process!r}: use auto, yes or no")
     if engine == "ours" and (process == "yes" or (process == "auto" and target.type == "cuda")):
