@@ -223,6 +223,11 @@ def test_two_models_at_once_each_with_its_version(server: Server) -> None:
     predicted = httpx.post(f"{server.url}/v1/models/digits:predict", json={"instances": [[0.0] * 64]})
     assert predicted.status_code == 200 and predicted.headers["x-ai-how-model-version"] == "7"
     assert len(predicted.json()["predictions"]) == 1
+    bad = httpx.post(f"{server.url}/v1/models/digits:predict", json={"instances": [[1.0, 2.0]]})
+    assert bad.status_code == 400 and "error" in bad.json()
+    assert httpx.post(f"{server.url}/v1/models/digits:predict", content=b"{not json").status_code == 400
+    assert httpx.post(f"{server.url}/v1/models/nope:predict", json={"instances": []}).status_code == 404
+    assert httpx.get(f"{server.url}/v2/health/ready").json() == {"ready": True}
     answered = httpx.post(
         f"{server.openai}/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 2}
     )
