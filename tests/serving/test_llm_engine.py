@@ -178,3 +178,15 @@ def test_a_dead_engine_process_fails_in_flight_requests_and_refuses_new_ones(mod
             remote.engine.submit([1, 2], SamplingParams(max_tokens=2))
     finally:
         remote.stop()
+
+
+def test_the_kv_cache_plan_fits_the_memory_budget() -> None:
+    from ai_how.serving.engine.kvcache import plan_buckets
+
+    # a 32k-context model: the long buckets shrink first, every bucket keeps a slot
+    plan = plan_buckets(512, 32768, max_tokens=100_000)
+    assert sum(capacity * count for capacity, count in plan) <= 100_000
+    assert [capacity for capacity, _ in plan] == [128, 512, 2048, 8192, 32768]
+    assert all(count >= 1 for _, count in plan)
+    # without a budget problem nothing changes
+    assert plan_buckets(512, 2048, max_tokens=10**9) == plan_buckets(512, 2048)

@@ -75,6 +75,20 @@ class EngineStats:
     batch_histogram: collections.Counter[int] = field(default_factory=collections.Counter)
 
 
+def kv_cache_tokens(shape: Any, decoder: Decoder, budget: int | None) -> int:
+    """Tokens the KV cache may hold: ``budget`` bytes, or by default half the GPU memory still free
+    after the weights (2 GiB on the CPU)."""
+    if budget is None:
+        if decoder.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(decoder.device)
+            budget = free // 2
+        else:
+            budget = 2 << 30
+    element = torch.empty((), dtype=decoder.dtype).element_size()
+    per_token = 2 * shape.layers * shape.kv_heads * shape.head_dim * element
+    return max(1, int(budget) // int(per_token))
+
+
 def _host_buffer(size: int, pin: bool) -> torch.Tensor:
     buffer = torch.zeros(size, dtype=torch.long)
     return buffer.pin_memory() if pin else buffer
@@ -111,6 +125,7 @@ class Engine:
         max_waiting: int = 4096,
         max_prefill_tokens: int = 16384,
         use_graphs: bool | None = None,
+        kv_cache_bytes: int | None = None,
         min_prefill_batch: int = 64,
         max_prefill_delay_s: float = 0.02,
     ) -> None:
@@ -127,7 +142,7 @@ class Engine:
             shape.layers,
             shape.kv_heads,
             shape.head_dim,
-            plan_buckets(max_batch, shape.max_positions),
+            plan_buckets(max_batch, shape.max_positions, kv_cache_tokens(shape, decoder, kv_cache_bytes)),
             decoder.device,
             decoder.dtype,
         )

@@ -18,14 +18,27 @@ class Slot:
     capacity: int
 
 
-def plan_buckets(max_sequences: int, max_positions: int) -> list[tuple[int, int]]:
-    """(capacity, count) pairs: many short slots, fewer long ones, one bucket reaching the context."""
+def plan_buckets(
+    max_sequences: int, max_positions: int, max_tokens: int | None = None
+) -> list[tuple[int, int]]:
+    """(capacity, count) pairs: many short slots, fewer long ones, one bucket reaching the context.
+
+    With ``max_tokens`` (what the memory budget holds) the longer buckets shrink first, then the
+    shorter ones, each keeping at least one slot, so a long-context model never plans more cache
+    than fits."""
     buckets: list[tuple[int, int]] = []
     capacity, count = 128, max_sequences
     while capacity < max_positions:
         buckets.append((capacity, count))
         capacity, count = capacity * 4, max(1, count // 4)
     buckets.append((max_positions, max(1, count)))
+    if max_tokens is not None:
+        for i in reversed(range(len(buckets))):
+            over = sum(c * n for c, n in buckets) - max_tokens
+            if over <= 0:
+                break
+            capacity, count = buckets[i]
+            buckets[i] = (capacity, max(1, count - -(-over // capacity)))
     return buckets
 
 
