@@ -190,3 +190,45 @@ def test_the_kv_cache_plan_fits_the_memory_budget() -> None:
     assert all(count >= 1 for _, count in plan)
     # without a budget problem nothing changes
     assert plan_buckets(512, 2048, max_tokens=10**9) == plan_buckets(512, 2048)
+
+
+def test_a_failed_step_answers_everyone_and_the_engine_keeps_serving(model_dir: Path) -> None:
+    """A step that raises (say, out of memory in a prefill): every request held gets a final
+    'error', slots and lanes come back, and the next request is served normally."""
+    from ai_how.serving.engine.core import EngineGone
+
+    llm = load_llm(model_dir, "tiny", device="cpu", max_batch=4)
+    llm.engine.warm_up()
+    engine = llm.engine
+    real_prefill = engine.decoder.prefill
+    failures = ["RuntimeError: out of memory (simulated)"]
+
+    def failing_prefill(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise RuntimeError(failures.pop())
+        return real_prefill(*args, **kwargs)
+
+    engine.decoder.prefill = failing_prefill
+    llm.start()
+    try:
+
+        async def batch() -> list[Any]:
+            params = SamplingParams(max_tokens=5, ignore_eos=True)
+            return await asyncio.gather(*(llm.complete([5, 6, i], params) for i in range(3)))
+
+        first = run(batch())
+        assert [a.finish for a in first] == ["error"] * 3
+        assert engine.cache.used_tokens == 0 and len(engine._free_lanes) == 4 and not engine._live
+        again = run(batch())
+        assert [len(a.token_ids) for a in again] == [5, 5, 5]
+
+        # a poisoned device: the engine stops taking work and says why
+        failures.append("CUDA error: device-side assert triggered")
+        told: list[str] = []
+        engine.on_fatal = told.append
+        assert [a.finish for a in run(batch())] == ["error"] * 3
+        assert told and "device-side assert" in told[0]
+        with pytest.raises(EngineGone):
+            engine.submit([1, 2], SamplingParams(max_tokens=2))
+    finally:
+        llm.stop()

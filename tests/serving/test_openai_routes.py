@@ -53,6 +53,8 @@ def test_completions(client: TestClient) -> None:
         ("chat/completions", {"messages": [{"role": "user", "content": "x"}], "n": 99}, 400),
         ("chat/completions", {"messages": [{"role": "user", "content": "x"}], "max_tokens": "many"}, 400),
         ("completions", {"prompt": 5}, 400),
+        ("completions", {"prompt": "x", "seed": 2**64, "temperature": 1.0}, 400),
+        ("completions", {"prompt": "x", "n": 2, "stop": [1, 2]}, 400),
         ("completions", ["not", "an", "object"], 400),
     ],
 )

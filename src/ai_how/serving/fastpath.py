@@ -74,7 +74,7 @@ def v1_routes(models: dict[str, Any], versions: dict[str, str]) -> dict[str, Rou
     import time
 
     import orjson
-    from kserve.errors import InvalidInput
+    from kserve.errors import InferenceError, InvalidInput
     from kserve.metrics import PREDICT_HIST_TIME
 
     from ai_how.serving.engine.core import EngineFull, EngineGone
@@ -105,6 +105,8 @@ def v1_routes(models: dict[str, Any], versions: dict[str, str]) -> dict[str, Rou
                 return answer({"error": message}, 429, {"Retry-After": "1"})
             except EngineGone as exc:
                 return answer({"error": f"the model cannot answer: {exc}"}, 503)
+            except InferenceError as exc:
+                return answer({"error": str(exc)}, 500)
             PREDICT_HIST_TIME.labels(model_name=name).observe(time.perf_counter() - started)
             return answer(result)
 

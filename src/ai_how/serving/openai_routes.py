@@ -71,6 +71,13 @@ def _integer(body: dict[str, Any], field: str, default: int | None, low: int) ->
     return value
 
 
+def _seed(body: dict[str, Any]) -> int | None:
+    seed = _integer(body, "seed", None, 0)
+    if seed is not None and seed >= 2**63:
+        raise InvalidInput("seed must be an integer between 0 and 2**63 - 1")
+    return seed
+
+
 def sampling(body: dict[str, Any], prompt_tokens: int, context: int) -> SamplingParams:
     """The request's sampling and limits, each bad field named in a 400."""
     asked = _integer(body, "max_completion_tokens", None, 1)
@@ -95,7 +102,7 @@ def sampling(body: dict[str, Any], prompt_tokens: int, context: int) -> Sampling
         max_tokens=asked if asked is not None else min(DEFAULT_MAX_TOKENS, room),
         temperature=_number(body, "temperature", 0.0, 0.0, 2.0),
         top_p=_number(body, "top_p", 1.0, 1e-6, 1.0),
-        seed=_integer(body, "seed", None, 0),
+        seed=_seed(body),
         stop=tuple(stop),
         ignore_eos=ignore_eos,
     )
@@ -252,7 +259,14 @@ def _seeded(params: SamplingParams, index: int) -> SamplingParams:
 async def _complete(
     model: LLMModel, kind: _Kind, prompt: list[int], params: SamplingParams, n: int
 ) -> dict[str, Any]:
-    answers = await asyncio.gather(*(model.complete(prompt, _seeded(params, i)) for i in range(n)))
+    tasks = [asyncio.ensure_future(model.complete(prompt, _seeded(params, i))) for i in range(n)]
+    try:
+        answers = await asyncio.gather(*tasks)
+    except BaseException:  # one choice refused or failed: the others must not run for nobody
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     return {
         "id": f"{kind.id_prefix}-{uuid.uuid4().hex}",
         "object": kind.object,

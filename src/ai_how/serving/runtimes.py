@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kserve import InferOutput, InferRequest, InferResponse, Model
-from kserve.errors import InvalidInput
+from kserve.errors import InferenceError, InvalidInput
 
 
 def model_kind(model_dir: Path) -> str:
@@ -30,6 +30,10 @@ def model_kind(model_dir: Path) -> str:
     if (model_dir / "config.json").exists():
         return "llm"
     raise InvalidInput(f"{model_dir} holds no model ai-how can serve")
+
+
+class GenerationFailed(InferenceError):
+    """The engine failed a request after accepting it (KServe answers InferenceError with 500)."""
 
 
 @dataclass(frozen=True)
@@ -133,11 +137,15 @@ class LLMModel(Model):
         return ids
 
     async def complete(self, prompt: list[int], params: Any) -> Any:
-        """One answer; a limit the engine refuses becomes InvalidInput (400), a full queue EngineFull."""
+        """One answer; a limit the engine refuses becomes InvalidInput (400), a full queue EngineFull,
+        an engine failure mid-answer GenerationFailed (500: never a truncated answer passed as whole)."""
         try:
-            return await self.llm.complete(prompt, params)
+            answer = await self.llm.complete(prompt, params)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
+        if answer.finish in ("error", "abort"):
+            raise GenerationFailed(f"the generation ended with {answer.finish!r}; see the server log")
+        return answer
 
     async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         from ai_how.serving.engine.sampling import SamplingParams

@@ -292,10 +292,12 @@ def serve(
     async def main() -> None:
         if production_port is not None:
             loop = asyncio.get_running_loop()
-            loop.add_signal_handler(
-                signal.SIGUSR1,
-                lambda: tasks.append(loop.create_task(listen_production(served, host, production_port))),
-            )
+
+            def promote() -> None:  # once: a repeated SIGUSR1 must not open a second listener
+                if not tasks:
+                    tasks.append(loop.create_task(listen_production(served, host, production_port)))
+
+            loop.add_signal_handler(signal.SIGUSR1, promote)
         await server._serve()
 
     asyncio.run(main())

@@ -18,6 +18,7 @@ import queue
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,6 +157,10 @@ class Engine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._inflight: list[Launched] = []
+        self._live: dict[int, Sequence] = {}  # every request not yet given its final update
+        self._updates: list[Update] = []  # this iteration's, until emitted
+        self.broken: str | None = None
+        self.on_fatal: Callable[[str], None] | None = None
         device = decoder.device
         pin = device.type == "cuda"
         self.last_token = torch.zeros(max_batch + 1, dtype=torch.long, device=device)  # + a scratch lane
@@ -207,6 +212,8 @@ class Engine:
 
     def submit(self, prompt: list[int], params: SamplingParams) -> int:
         """Queue a request; its updates arrive through ``emit``. Raises EngineFull, ValueError."""
+        if self.broken is not None:
+            raise EngineGone(self.broken)
         check_request(prompt, params, self.context_limit)
         with self._lock:
             if self._pending >= self.max_waiting:
@@ -218,9 +225,9 @@ class Engine:
     def submit_with_id(self, request_id: int, prompt: list[int], params: SamplingParams) -> None:
         """Queue a request whose id (and admission) the caller decided: the engine process's parent."""
         check_request(prompt, params, self.context_limit)
+        sampler = row_sampler(params, self.decoder.device)  # a bad seed fails here, nothing counted yet
         with self._lock:
             self._pending += 1
-        sampler = row_sampler(params, self.decoder.device)
         self._inbox.put(("add", Sequence(request_id, list(prompt), params, sampler, time.monotonic())))
 
     def abort(self, request_id: int) -> None:
@@ -241,14 +248,24 @@ class Engine:
                     ready, self._inflight = self._inflight, launched
                     if not launched:  # nothing new runs: read everything back now
                         ready, self._inflight = ready + launched, []
-                    updates: list[Update] = []
+                    updates = self._updates = []
                     for record in ready:
                         self._read_back(record, updates)
+                    self._updates = []
                     if updates:
                         self.emit(updates)
                     self._publish_stats()
                 except Exception as exc:  # a step failed: fail every request, keep serving
-                    self._fail_all(exc)
+                    fatal = _fatal(exc)
+                    try:
+                        self._fail_all(exc)
+                    except Exception:  # emitting failed too: nothing left to tell anyone
+                        traceback.print_exc()
+                    if fatal:  # the device is unusable (a sticky CUDA error): stop taking work
+                        self.broken = f"the engine failed: {exc}"
+                        if self.on_fatal is not None:
+                            self.on_fatal(self.broken)
+                        return
 
     def _drain(self, block: bool) -> None:
         aborted: set[int] = set()
@@ -258,6 +275,7 @@ class Engine:
                 kind, value = item
                 if kind == "add":
                     self._waiting.append(value)
+                    self._live[value.id] = value
                 elif kind == "abort":
                     aborted.add(value)
                 item = self._inbox.get_nowait()
@@ -272,6 +290,7 @@ class Engine:
         for seq in self._waiting:
             if seq.id in ids:
                 updates.append(Update(seq.id, [], "abort"))
+                self._live.pop(seq.id, None)
                 with self._lock:
                     self._pending -= 1
             else:
@@ -403,6 +422,7 @@ class Engine:
 
     def _retire(self, seq: Sequence) -> None:
         seq.done = True
+        self._live.pop(seq.id, None)
         self._release_slot(seq)
         if seq.lane >= 0:
             self._free_lanes.append(seq.lane)
@@ -419,16 +439,22 @@ class Engine:
         self.stats.kv_usage = self.cache.usage()
 
     def _fail_all(self, exc: Exception) -> None:
-        import traceback
-
+        """Every request the engine holds gets its final update: those whose results were already
+        read first, then an error for everyone else (waiting, running, in flight, mid-prefill)."""
         traceback.print_exc()
-        everyone = {s.id: s for r in self._inflight for s in r.sequences if not s.done}
-        everyone.update({s.id: s for s in [*self._running, *self._waiting]})
-        updates = [Update(seq_id, [], "error") for seq_id in everyone]
-        for seq in everyone.values():
+        updates, self._updates = self._updates, []
+        updates += [Update(seq.id, [], "error") for seq in self._live.values() if not seq.done]
+        for seq in list(self._live.values()):
             self._retire(seq)
         with self._lock:
             self._pending -= len(self._waiting)
         self._running, self._waiting, self._inflight = [], collections.deque(), []
         if updates:
             self.emit(updates)
+
+
+def _fatal(exc: Exception) -> bool:
+    """A CUDA error other than running out of memory poisons the context: later steps all fail."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return False
+    return isinstance(exc, RuntimeError) and ("CUDA error" in str(exc) or "device-side assert" in str(exc))

@@ -72,7 +72,7 @@ def load_llm(
             stream_interval=stream_interval,
         )
         vocab = int(getattr(AutoConfig.from_pretrained(model_dir), "vocab_size", 0) or 0)
-        llm.vocab_size = max(len(tokenizer), vocab)
+        llm.vocab_size = vocab or len(tokenizer)  # the embedding's rows: larger ids would crash the step
         return llm
     lm: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype)
     lm.eval()
@@ -100,5 +100,5 @@ def load_llm(
 
     with torch.inference_mode():
         llm = AsyncLLM(factory, tokenizer, name, metrics, stream_interval=stream_interval)
-    llm.vocab_size = max(len(tokenizer), int(getattr(config, "vocab_size", 0) or 0))
+    llm.vocab_size = int(getattr(config, "vocab_size", 0) or 0) or len(tokenizer)  # the embedding's rows
     return llm

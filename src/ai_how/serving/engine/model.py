@@ -24,6 +24,10 @@ class UnsupportedModel(ValueError):
     """The checkpoint's architecture is not one this forward implements."""
 
 
+def _unsupported(what: str) -> UnsupportedModel:
+    return UnsupportedModel(f"our engine does not serve {what}; serve it with --engine naive or transformers")
+
+
 @dataclass
 class Layer:
     ln_attn: Tensor
@@ -54,16 +58,23 @@ class Decoder:
     def __init__(self, lm: Any, device: torch.device, dtype: torch.dtype) -> None:
         config = lm.config
         if config.model_type not in SUPPORTED:
-            raise UnsupportedModel(f"model_type {config.model_type!r} (ours serves {', '.join(SUPPORTED)})")
+            raise _unsupported(f"model_type {config.model_type!r} (ours serves {', '.join(SUPPORTED)})")
         if getattr(config, "hidden_act", "silu") != "silu":
-            raise UnsupportedModel(f"hidden_act {config.hidden_act!r} (ours serves silu)")
+            raise _unsupported(f"hidden_act {config.hidden_act!r} (ours serves silu)")
         base = lm.model
         first = base.layers[0]
         if hasattr(first.self_attn, "q_norm"):
-            raise UnsupportedModel("q/k norms in attention")
+            raise _unsupported("q/k norms in attention")
+        if first.self_attn.o_proj.bias is not None or first.mlp.gate_proj.bias is not None:
+            raise _unsupported("biases on the attention output or the MLP")
+        window = getattr(config, "sliding_window", None)
+        if window and getattr(config, "use_sliding_window", True) and window < config.max_position_embeddings:
+            raise _unsupported(f"sliding-window attention ({window} tokens)")
         heads = config.num_attention_heads
         kv_heads = getattr(config, "num_key_value_heads", None) or heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        if device.type == "cuda" and head_dim & (head_dim - 1):
+            raise _unsupported(f"head_dim {head_dim} (the Triton kernels take powers of two)")
         self.shape = Shape(
             layers=len(base.layers),
             hidden=config.hidden_size,

@@ -17,10 +17,12 @@ has in flight, so no round trip sits on the request path.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -65,15 +67,21 @@ def _child(spec: EngineSpec, conn: Connection, spawned_at: float) -> None:
         decoder = Decoder(lm, device, dtype)
         del lm
         stats_holder: list[EngineStats] = []
+        sending = threading.Lock()  # the engine thread and this one both answer through the pipe
 
         def emit(updates: list[Update]) -> None:
             stats = stats_holder[0]
             packed = [(u.request_id, u.tokens, u.finish) for u in updates]
-            conn.send(("step", packed, (stats.running, stats.waiting, stats.kv_usage, stats.prompt_tokens)))
+            with sending:
+                conn.send(
+                    ("step", packed, (stats.running, stats.waiting, stats.kv_usage, stats.prompt_tokens))
+                )
 
         with torch.inference_mode():
             engine = Engine(decoder, eos, emit, max_batch=spec.max_batch, max_waiting=1 << 30)
         stats_holder.append(engine.stats)
+        # A poisoned device (sticky CUDA error): exit, so the server sees the process gone and says so.
+        engine.on_fatal = lambda why: os._exit(70)
         loaded = time.monotonic()
         engine.warm_up()
         phases = {
@@ -96,7 +104,15 @@ def _child(spec: EngineSpec, conn: Connection, spawned_at: float) -> None:
         for message in batch:
             if message[0] == "add":
                 _, request_id, prompt, params = message
-                engine.submit_with_id(request_id, prompt, params)
+                try:
+                    engine.submit_with_id(request_id, prompt, params)
+                except Exception as exc:  # this request fails alone; the parent checked the rest
+                    print(
+                        f"error: request {request_id} refused by the engine: {exc}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    emit([Update(request_id, [], "error")])
             elif message[0] == "abort":
                 engine.abort(message[1])
             elif message[0] == "stop":
@@ -164,10 +180,10 @@ class EngineProcess:
                 self._process.kill()
 
     def submit(self, prompt: list[int], params: SamplingParams) -> int:
-        if self.gone is not None:
-            raise EngineGone(self.gone)
         check_request(prompt, params, self._context_limit)
-        with self._lock:
+        with self._lock:  # gone is set under this lock, so no request slips in after the last failure
+            if self.gone is not None:
+                raise EngineGone(self.gone)
             if len(self._in_flight) >= self.capacity:
                 raise EngineFull(f"{len(self._in_flight)} requests are in flight")
             self._next_id += 1
@@ -213,6 +229,9 @@ class EngineProcess:
                 kind, *rest = self._conn.recv()
             except (EOFError, OSError):
                 break
+            except Exception:  # an unreadable message: the protocol is broken, treat the engine as gone
+                traceback.print_exc()
+                break
             if kind != "step":
                 continue
             packed, (running, waiting, kv_usage, prompt_tokens) = rest
@@ -225,11 +244,16 @@ class EngineProcess:
             stats.running, stats.waiting, stats.kv_usage = running, waiting, kv_usage
             stats.prompt_tokens = prompt_tokens
             stats.generated_tokens += sum(len(u.tokens) for u in updates)
-            self.emit(updates)
+            try:
+                self.emit(updates)
+            except Exception:  # e.g. the event loop is closing: keep reading, keep the accounting right
+                traceback.print_exc()
         # the child is gone: every request still in flight fails rather than hanging, new ones get 503
+        if self._process is not None:
+            self._process.join(timeout=5)
         code = self._process.exitcode if self._process is not None else None
-        self.gone = f"the engine process exited (code {code})"
         with self._lock:
+            self.gone = f"the engine process exited (code {code})"
             lost, self._in_flight = self._in_flight, set()
         if lost:
             self.emit([Update(request_id, [], "error") for request_id in lost])

@@ -43,8 +43,9 @@ def sample(logits: Tensor, rows: list[RowSampler], greedy_tokens: Tensor | None 
     device = logits.device
     temps = torch.tensor([max(r.params.temperature, 1e-5) for r in rows], device=device)
     probs = torch.softmax(logits / temps[:, None], dim=-1)
-    top_p = torch.tensor([r.params.top_p for r in rows], device=device)
-    if bool((top_p < 1.0).any()):
+    top_ps = [r.params.top_p for r in rows]
+    if min(top_ps) < 1.0:  # decided on the host: a device check would wait for the whole stream
+        top_p = torch.tensor(top_ps, device=device)
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         before = sorted_probs.cumsum(-1) - sorted_probs
         sorted_probs = sorted_probs.masked_fill(before > top_p[:, None], 0.0)
