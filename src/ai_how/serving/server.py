@@ -303,10 +303,24 @@ def serve(
     asyncio.run(main())
 
 
+def wants_engine_process(args: argparse.Namespace) -> bool:
+    """Whether an LLM here will run our engine in its own process (judged before torch is imported:
+    a GPU is assumed present when the NVIDIA device nodes are)."""
+    if args.engine != "ours" or args.engine_process == "no":
+        return False
+    if args.engine_process == "yes":
+        return True
+    return args.device != "cpu" and Path("/dev/nvidiactl").exists()
+
+
 def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     args = parse(sys.argv[1:] if argv is None else argv)
     sys.argv = sys.argv[:1]  # kserve.model_server parses sys.argv at import; keep our flags away from it
+    if wants_engine_process(args):  # its start overlaps our imports and the fetch (cold start)
+        from ai_how.serving.engine.process import prestart
+
+        prestart()
     from kserve.model_server import app
 
     from ai_how.errors import AiHowError
@@ -346,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"model {name} v{fetched.version or '?'} ready in {time.monotonic() - started:.2f} s", flush=True
         )
+    from ai_how.serving.engine.process import discard_prestarted
+
+    discard_prestarted()  # no LLM adopted it (e.g. only classifiers here)
     llms = {m.name: m for m in models if isinstance(m, LLMModel)}
     routes = openai_routes.register(app, llms, versions) if llms else {}
     v1 = v1_routes({m.name: m for m in models}, versions)

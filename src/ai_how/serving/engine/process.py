@@ -45,10 +45,59 @@ class EngineSpec:
     max_batch: int
 
 
-def _child(spec: EngineSpec, conn: Connection, spawned_at: float) -> None:
-    """The engine process: build, warm up, report ready, then take commands until told to stop."""
+def _host(conn: Connection, spawned_at: float) -> None:
+    """A prestarted engine process: import the heavy modules now, then build what the server asks
+    for (``("build", spec)``), or exit quietly when the server closes the pipe (no LLM to serve)."""
+    begun = time.time()
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    import ai_how.serving.engine.core
+    import ai_how.serving.engine.model  # noqa: F401
+
+    imported_s = time.time() - begun
     try:
-        begun = time.time()
+        message = conn.recv()
+    except EOFError:
+        return
+    if message[0] == "build":
+        _child(message[1], conn, spawned_at, (begun, imported_s))
+
+
+_prestarted: list[tuple[Any, Connection]] = []
+
+
+def prestart() -> None:
+    """Spawn the engine process now, so its start (an interpreter importing torch, transformers and
+    Triton: most of the cold start on a fresh GPU machine) overlaps the server's own imports and the
+    model fetch. The first ``EngineProcess.warm_up`` adopts it; ``discard_prestarted`` ends it unused."""
+    if _prestarted:
+        return
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=_host, args=(child, time.time()), name="ai-how-engine", daemon=True)
+    process.start()
+    child.close()
+    _prestarted.append((process, parent))
+
+
+def discard_prestarted() -> None:
+    while _prestarted:
+        process, conn = _prestarted.pop()
+        conn.close()  # the host sees EOF and exits
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+
+
+def _child(
+    spec: EngineSpec, conn: Connection, spawned_at: float, prestarted: tuple[float, float] | None = None
+) -> None:
+    """The engine process: build, warm up, report ready, then take commands until told to stop.
+    ``prestarted``: (when the host began, its import time) for a process ``prestart`` spawned."""
+    try:
+        begun = prestarted[0] if prestarted else time.time()
+        begun_imports = time.time()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -58,7 +107,7 @@ def _child(spec: EngineSpec, conn: Connection, spawned_at: float) -> None:
         from ai_how.serving.engine.model import Decoder
 
         started = time.monotonic()
-        imported_s = time.time() - begun
+        imported_s = (prestarted[1] if prestarted else 0.0) + time.time() - begun_imports
         device = torch.device(resolve_device(spec.device))
         dtype = default_dtype(device) if spec.dtype == "auto" else getattr(torch, spec.dtype)
         tokenizer = AutoTokenizer.from_pretrained(spec.model_dir)
@@ -147,14 +196,19 @@ class EngineProcess:
         return self._context_limit
 
     def warm_up(self) -> None:
-        """Start the child and wait until it has loaded the weights and captured its graphs."""
-        context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe()
-        self._process = context.Process(
-            target=_child, args=(self.spec, child, time.time()), name="ai-how-engine", daemon=True
-        )
-        self._process.start()
-        child.close()
+        """Start the child (or adopt the prestarted one) and wait until it has loaded the weights
+        and captured its graphs."""
+        if _prestarted:
+            self._process, parent = _prestarted.pop()
+            parent.send(("build", self.spec))
+        else:
+            context = multiprocessing.get_context("spawn")
+            parent, child = context.Pipe()
+            self._process = context.Process(
+                target=_child, args=(self.spec, child, time.time()), name="ai-how-engine", daemon=True
+            )
+            self._process.start()
+            child.close()
         self._conn = parent
         if not parent.poll(READY_TIMEOUT_S):
             raise RuntimeError(f"the engine process was not ready within {READY_TIMEOUT_S:.0f} s")
