@@ -271,3 +271,22 @@ def test_bench_serve_streams_against_the_server(server: Server, tmp_path: Path) 
     assert point["ok"] > 0 and point["errors"] == 0
     assert point["ttft_ms"]["p50"] > 0
     assert (out / "bench.json").exists() and (out / "latency_vs_throughput.png").exists()
+
+
+def test_n_choices_stream_side_by_side(server: Server) -> None:
+    events = sse_events(
+        server,
+        {
+            "model": "tiny",
+            "prompt": [5, 6, 7],
+            "max_tokens": 6,
+            "ignore_eos": True,
+            "n": 2,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    )
+    content = [e for e in events[:-1] if e["choices"]]
+    finished = {c["index"] for e in content for c in e["choices"] if c["finish_reason"] == "length"}
+    assert finished == {0, 1}
+    assert events[-2]["usage"]["completion_tokens"] == 12  # both choices, 6 tokens each

@@ -288,16 +288,17 @@ async def _stream(
 ) -> Response:
     """Start every choice now (so a full queue is a 429, not a broken stream), then stream them."""
     streams = [model.llm.generate(prompt, _seeded(params, i)) for i in range(n)]
-    firsts: list[Any] = []
-    try:
-        for stream in streams:
-            firsts.append(await stream.__anext__())
-    except (EngineFull, EngineGone, ValueError) as exc:
+    # every choice starts at once (n prefills in one batch, not one after another)
+    firsts = await asyncio.gather(*(stream.__anext__() for stream in streams), return_exceptions=True)
+    failed = next((f for f in firsts if isinstance(f, BaseException)), None)
+    if failed is not None:
         for stream in streams:
             await stream.aclose()
-        if isinstance(exc, EngineFull | EngineGone):
-            raise
-        raise InvalidInput(str(exc)) from None
+        if isinstance(failed, EngineFull | EngineGone):
+            raise failed
+        if isinstance(failed, ValueError):
+            raise InvalidInput(str(failed)) from None
+        raise failed
     header = {
         "id": f"{kind.id_prefix}-{uuid.uuid4().hex}",
         "object": kind.chunk_object,
