@@ -470,6 +470,8 @@ class Serving(Model):
     backend: Literal["local", "kserve"] = "local"
     host: str = "127.0.0.1"
     port: Port = 8080
+    # Where local model servers run their models: auto = the first GPU when torch sees one.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     namespace: DnsLabel = "models"
     service_account: DnsLabel | None = None
     resources: Resources = Field(default_factory=Resources)

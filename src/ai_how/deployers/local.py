@@ -301,6 +301,8 @@ class LocalDeployer:
             str(serving.port),
             "--cache-dir",
             str(self.layout.serving / "cache"),
+            "--device",
+            serving.device,
         ]
         pidfile, log_path = Path(record.pidfile), Path(record.log)
         start_daemon(command, pidfile=pidfile, log_path=log_path)
