@@ -30,7 +30,7 @@ from ai_how.serving.engine.model import Decoder
 from ai_how.serving.engine.sampling import RowSampler, SamplingParams, row_sampler, sample
 
 
-@dataclass
+@dataclass(slots=True)
 class Update:
     """New tokens of one request since the last update; ``finish`` set on its last update."""
 
@@ -402,21 +402,24 @@ class Engine:
             record.ready.synchronize()
         tokens = record.tokens.tolist()
         eos = self.eos_ids
+        append = updates.append  # the hot loop of the host side: one pass, locals only
         finished = False
+        counted = 0
         for seq, token in zip(record.sequences, tokens, strict=True):
             if seq.done:
                 continue  # aborted, or its EOS came a step earlier: this token was computed in vain
             seq.seen += 1
-            self.stats.generated_tokens += 1
+            counted += 1
             if token in eos and not seq.params.ignore_eos:
-                updates.append(Update(seq.id, [], "stop"))
+                append(Update(seq.id, [], "stop"))
                 self._retire(seq)
                 finished = True
             elif seq.seen >= seq.params.max_tokens:
-                updates.append(Update(seq.id, [token], "length"))
+                append(Update(seq.id, [token], "length"))
                 self._retire(seq)
             else:
-                updates.append(Update(seq.id, [token]))
+                append(Update(seq.id, [token]))
+        self.stats.generated_tokens += counted
         if finished:
             self._running = [s for s in self._running if not s.done]
 

@@ -309,7 +309,7 @@ class EngineProcess:
         with self._lock:
             self.gone = f"the engine process exited (code {code})"
             lost, self._in_flight = self._in_flight, set()
+        for callback in self.on_gone:  # not ready first, then the failures: no request sees it ready
+            callback(self.gone)
         if lost:
             self.emit([Update(request_id, [], "error") for request_id in lost])
-        for callback in self.on_gone:
-            callback(self.gone)
