@@ -232,3 +232,14 @@ def test_a_failed_step_answers_everyone_and_the_engine_keeps_serving(model_dir: 
             engine.submit([1, 2], SamplingParams(max_tokens=2))
     finally:
         llm.stop()
+
+
+def test_long_prompts_prefill_in_query_chunks_with_the_same_tokens(
+    llm: Any, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ai_how.serving.engine import model
+
+    monkeypatch.setattr(model, "PREFILL_QUERY_CHUNK", 8)  # a 37-token prompt: five query blocks
+    prompt = [(7 * i) % 300 + 4 for i in range(37)]
+    answer = run(llm.complete(prompt, SamplingParams(max_tokens=6, ignore_eos=True)))
+    assert answer.token_ids == reference(model_dir, prompt, 6)

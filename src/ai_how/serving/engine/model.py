@@ -20,6 +20,32 @@ from ai_how.serving.engine import attention, kernels
 SUPPORTED = ("llama", "mistral", "qwen2")
 
 
+PREFILL_QUERY_CHUNK = 1024
+
+
+def prefill_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> Tensor:
+    """Causal GQA attention over whole prompts, in chunks of queries: a masked SDPA materialises
+    B x H x queries x keys scores, so a 32k-token prompt in one call would need tens of GB; chunk by
+    chunk each query block reads only the keys it may see."""
+    width = q.shape[2]
+    if width <= PREFILL_QUERY_CHUNK:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
+    blocks = []
+    for start in range(0, width, PREFILL_QUERY_CHUNK):
+        end = min(width, start + PREFILL_QUERY_CHUNK)
+        blocks.append(
+            F.scaled_dot_product_attention(
+                q[:, :, start:end],
+                k[:, :, :end],
+                v[:, :, :end],
+                attn_mask=mask[:, :, start:end, :end],
+                scale=scale,
+                enable_gqa=True,
+            )
+        )
+    return torch.cat(blocks, dim=2)
+
+
 class UnsupportedModel(ValueError):
     """The checkpoint's architecture is not one this forward implements."""
 
@@ -213,13 +239,12 @@ class Decoder:
             q = kernels.rope_store(
                 qkv, self.cos, self.sin, flat_positions, flat_slots, keys, values, s.heads, s.kv_heads
             )
-            o = F.scaled_dot_product_attention(
+            o = prefill_attention(
                 q.view(batch, width, s.heads, s.head_dim).transpose(1, 2),
                 keys[index].transpose(1, 2),
                 values[index].transpose(1, 2),
-                attn_mask=mask,
-                scale=s.scale,
-                enable_gqa=True,
+                mask,
+                s.scale,
             )
             h = kernels.add_rms(
                 x, F.linear(o.transpose(1, 2).reshape(batch * width, -1), layer.out), layer.ln_mlp, s.eps
@@ -252,13 +277,8 @@ class Decoder:
             q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
             cache.keys[i].index_copy_(0, where, k[valid])
             cache.values[i].index_copy_(0, where, v[valid])
-            o = F.scaled_dot_product_attention(
-                q.transpose(1, 2),
-                k.transpose(1, 2),
-                v.transpose(1, 2),
-                attn_mask=mask,
-                scale=self.shape.scale,
-                enable_gqa=True,
+            o = prefill_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask, self.shape.scale
             )
             x = x + F.linear(o.transpose(1, 2).flatten(2), layer.out)
             x = self._mlp(layer, x)
