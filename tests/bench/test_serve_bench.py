@@ -10,8 +10,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +22,8 @@ from typer.testing import CliRunner, Result
 from ai_how.bench.loadgen import send_requests
 from ai_how.bench.payloads import ZERO, bodies
 from ai_how.cli.main import app
-from ai_how.procs import free_port, http_ok, wait_until
-from tests.serving.llm_fixtures import digits_cnn, synced
+from ai_how.procs import free_port
+from tests.serving.llm_fixtures import digits_cnn, model_server, synced
 
 runner = CliRunner()
 
@@ -50,28 +48,9 @@ def write_digits_model(root: Path) -> str:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("bench")
     uri = write_digits_model(root)
-    port = free_port()
-    log = root / "server.log"
-    options = ["--port", str(port), "--cache-dir", str(root / "cache")]
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "ai_how.serving.server", "--model-uri", uri, "--name", "digits", *options],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            lambda: http_ok(f"{url}/v2/health/ready"),
-            timeout_s=120,
-            what="model server",
-            alive=lambda: server.poll() is None,
-            log_path=log,
-        )
+    args = ["--model-uri", uri, "--name", "digits", "--cache-dir", str(root / "cache")]
+    with model_server(args, root / "server.log", timeout_s=120) as url:
         yield Served(url, uri)
-    finally:
-        server.terminate()
-        server.wait(30)
 
 
 def requests_counted(url: str) -> float:

@@ -1,8 +1,12 @@
-"""A tiny Llama with its own tokenizer, built from config (nothing downloaded), for engine and server tests."""
+"""Models built from config (nothing downloaded) and a running model server, for serving and bench tests."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from ai_how.workloads.llm_data import build_tiny_llama
@@ -54,3 +58,30 @@ def synced(model_dir: Path, objects: Path, prefix: str, version: int) -> str:
     store, _ = open_store(objects.as_uri())
     sync_directory(model_dir, store, prefix, meta={"version": version})
     return f"{objects.as_uri()}/{prefix}"
+
+
+@contextlib.contextmanager
+def model_server(args: list[str], log: Path, timeout_s: float = 180) -> Iterator[str]:
+    """``python -m ai_how.serving.server ARGS`` on a free port until ready; its base URL."""
+    from ai_how.procs import free_port, http_ok, wait_until
+
+    port = free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ai_how.serving.server", "--port", str(port), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: http_ok(f"{url}/v2/health/ready"),
+            timeout_s=timeout_s,
+            what="model server",
+            alive=lambda: process.poll() is None,
+            log_path=log,
+        )
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -9,7 +9,6 @@ the context limit is refused before anything runs.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from ai_how.serving.engine.core import EngineFull
 from ai_how.serving.engine.frontend import AsyncLLM, Chunk
 from ai_how.serving.engine.loader import load_llm
 from ai_how.serving.engine.sampling import SamplingParams
-from ai_how.workloads.llm_data import build_tiny_llama
+from tests.serving.llm_fixtures import tiny_llama
 
 ENGINES = ["ours", "naive", "transformers"]
 EOS = 2  # build_tiny_llama's <|im_end|>
@@ -30,19 +29,7 @@ PAD = 3
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("lm")
-    data = root / "train.jsonl"
-    rows = [
-        {
-            "messages": [
-                {"role": "user", "content": f"hello number {i}"},
-                {"role": "assistant", "content": f"hi there {i}"},
-            ]
-        }
-        for i in range(40)
-    ]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return build_tiny_llama(data, root / "model")
+    return tiny_llama(tmp_path_factory.mktemp("lm"))
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ai_how.procs import free_port, http_ok, wait_until
-from tests.serving.llm_fixtures import digits_cnn, synced, tiny_llama
+from ai_how.procs import wait_until
+from tests.serving.llm_fixtures import digits_cnn, model_server, synced, tiny_llama
 
 MAX_BATCH, MAX_WAITING = 4, 4
 
@@ -38,28 +36,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     objects = root / "objects"
     llm = synced(tiny_llama(root / "llm"), objects, "tiny/v3", 3)
     digits = synced(digits_cnn(root / "digits"), objects, "digits/v7", 7)
-    port = free_port()
     log = root / "server.log"
-    command = [
-        *(sys.executable, "-m", "ai_how.serving.server", "--port", str(port)),
+    args = [
         *("--model", f"tiny={llm}", "--model", f"digits={digits}", "--cache-dir", str(root / "cache")),
         *("--max-batch", str(MAX_BATCH), "--max-waiting", str(MAX_WAITING), "--device", "cpu"),
     ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            lambda: http_ok(f"{url}/v2/health/ready"),
-            timeout_s=180,
-            what="model server",
-            alive=lambda: process.poll() is None,
-            log_path=log,
-        )
+    with model_server(args, log) as url:
         yield Server(url, log)
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def client(server: Server) -> Any:

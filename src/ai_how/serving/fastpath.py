@@ -69,6 +69,16 @@ def health_routes(models: dict[str, Any]) -> dict[str, Route]:
     return {"/v2/health/live": live, "/v2/health/ready": ready}
 
 
+def refusal(exc: Exception) -> tuple[int, dict[str, str], dict[str, str]]:
+    """KServe-style answer to an engine that refuses: (status, body, headers). A full queue is a 429
+    with Retry-After; an engine that has stopped is a 503. One place for the V1 fast path and the app."""
+    from ai_how.serving.engine.core import EngineFull
+
+    if isinstance(exc, EngineFull):
+        return 429, {"error": f"the server is at capacity ({exc}); retry after 1 s"}, {"Retry-After": "1"}
+    return 503, {"error": f"the model cannot answer: {exc}"}, {}
+
+
 def v1_routes(models: dict[str, Any], versions: dict[str, str]) -> dict[str, Route]:
     """``POST /v1/models/NAME:predict`` for each model: its async ``predict`` on the parsed body."""
     import time
@@ -100,11 +110,9 @@ def v1_routes(models: dict[str, Any], versions: dict[str, str]) -> dict[str, Rou
                 result = await model.predict(payload)
             except InvalidInput as exc:
                 return answer({"error": str(getattr(exc, "reason", exc))}, 400)
-            except EngineFull as exc:
-                message = f"the server is at capacity ({exc}); retry after 1 s"
-                return answer({"error": message}, 429, {"Retry-After": "1"})
-            except EngineGone as exc:
-                return answer({"error": f"the model cannot answer: {exc}"}, 503)
+            except (EngineFull, EngineGone) as exc:
+                status, body, extra = refusal(exc)
+                return answer(body, status, extra)
             except InferenceError as exc:
                 return answer({"error": str(exc)}, 500)
             PREDICT_HIST_TIME.labels(model_name=name).observe(time.perf_counter() - started)

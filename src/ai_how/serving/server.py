@@ -168,19 +168,14 @@ def add_overload_answer(app: Any) -> None:
     from fastapi.responses import JSONResponse
 
     from ai_how.serving.engine.core import EngineFull, EngineGone
+    from ai_how.serving.fastpath import refusal
 
-    async def full(request: Any, exc: Exception) -> Any:
-        return JSONResponse(
-            {"error": f"the server is at capacity ({exc}); retry after 1 s"},
-            status_code=429,
-            headers={"Retry-After": "1"},
-        )
+    async def refused(request: Any, exc: Exception) -> Any:
+        status, body, headers = refusal(exc)
+        return JSONResponse(body, status_code=status, headers=headers)
 
-    async def gone(request: Any, exc: Exception) -> Any:
-        return JSONResponse({"error": f"the model cannot answer: {exc}"}, status_code=503)
-
-    app.add_exception_handler(EngineFull, full)
-    app.add_exception_handler(EngineGone, gone)
+    app.add_exception_handler(EngineFull, refused)
+    app.add_exception_handler(EngineGone, refused)
 
 
 def add_request_metrics(app: Any) -> Any:

@@ -16,10 +16,12 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ai_how.serving.engine import kernels
+
 
 def decode(q: Tensor, keys: Tensor, values: Tensor, slots: Tensor, lengths: Tensor, scale: float) -> Tensor:
     """q [B, Hq, D]; keys/values [N, Hkv, D]; slots/lengths [B] -> [B, Hq, D]."""
-    if q.is_cuda and _triton_kernel() is not None:
+    if q.is_cuda and kernels.available():
         return _decode_triton(q, keys, values, slots, lengths, scale)
     return decode_reference(q, keys, values, slots, lengths, scale)
 
@@ -42,11 +44,8 @@ def decode_reference(
 
 @functools.cache
 def _triton_kernel() -> Any:
-    try:
-        import triton  # type: ignore[import-not-found,unused-ignore]
-        import triton.language as tl  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None
+    import triton  # type: ignore[import-not-found,unused-ignore]
+    import triton.language as tl  # type: ignore[import-not-found,unused-ignore]
 
     @triton.jit  # type: ignore[misc]
     def kernel(  # type: ignore[no-untyped-def]

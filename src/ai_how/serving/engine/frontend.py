@@ -58,21 +58,23 @@ class Detokenizer:
 
     def add(self, tokens: list[int]) -> str:
         self.ids.extend(tokens)
-        decode = self.tokenizer.decode
-        before = decode(self.ids[self.prefix : self.read], skip_special_tokens=True)
-        after = decode(self.ids[self.prefix :], skip_special_tokens=True)
+        before, after = self._window()
         if len(after) > len(before) and not after.endswith("\ufffd"):
             self.prefix, self.read = self.read, len(self.ids)
-            return str(after[len(before) :])
+            return after[len(before) :]
         return ""
 
     def flush(self) -> str:
         """What is held back at the end (an incomplete character decodes as U+FFFD)."""
-        decode = self.tokenizer.decode
-        before = decode(self.ids[self.prefix : self.read], skip_special_tokens=True)
-        after = decode(self.ids[self.prefix :], skip_special_tokens=True)
+        before, after = self._window()
         self.prefix = self.read = len(self.ids)
-        return str(after[len(before) :])
+        return after[len(before) :]
+
+    def _window(self) -> tuple[str, str]:
+        """The text of the ids already read and of all ids, both from ``prefix`` on."""
+        decode = self.tokenizer.decode
+        before = str(decode(self.ids[self.prefix : self.read], skip_special_tokens=True))
+        return before, str(decode(self.ids[self.prefix :], skip_special_tokens=True))
 
 
 class _Stream:

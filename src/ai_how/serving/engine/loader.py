@@ -28,6 +28,25 @@ def eos_ids(lm: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
+def resolve(device: str, dtype: str) -> tuple[Any, Any]:
+    """The torch device and dtype a model runs with (``auto`` dtype: bf16 on a GPU, fp32 on a CPU)."""
+    import torch
+
+    from ai_how.serving.devices import resolve_device
+
+    target = torch.device(resolve_device(device))
+    return target, default_dtype(target) if dtype == "auto" else getattr(torch, dtype)
+
+
+def load_checkpoint(model_dir: Path, torch_dtype: Any, tokenizer: Any) -> tuple[Any, set[int]]:
+    """The HF model in eval mode (on the CPU) and the ids that end a generation."""
+    from transformers import AutoModelForCausalLM
+
+    lm: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype)
+    lm.eval()
+    return lm, eos_ids(lm, tokenizer)
+
+
 def load_llm(
     model_dir: Path,
     name: str,
@@ -42,63 +61,52 @@ def load_llm(
 ) -> Any:
     """Load weights and tokenizer, build the engine; the caller warms it up and starts it."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
-    from ai_how.serving.devices import resolve_device
     from ai_how.serving.engine.frontend import AsyncLLM
 
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
-    target = torch.device(resolve_device(device))
-    torch_dtype = default_dtype(target) if dtype == "auto" else getattr(torch, dtype)
+    if process not in ("auto", "yes", "no"):
+        raise ValueError(f"engine process {process!r}: use auto, yes or no")
+    target, torch_dtype = resolve(device, dtype)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     batch = max_batch or (512 if target.type == "cuda" else 32)
     # A bounded queue: about four batches' worth of waiting, then 429 (an unbounded one only turns
     # overload into minutes of latency).
-    max_waiting = max_waiting if max_waiting is not None else 4 * batch
-    if process not in ("auto", "yes", "no"):
-        raise ValueError(f"engine process {process!r}: use auto, yes or no")
+    waiting = max_waiting if max_waiting is not None else 4 * batch
+    factory: Callable[[Any], Any]
     if engine == "ours" and (process == "yes" or (process == "auto" and target.type == "cuda")):
-        from transformers import AutoConfig
-
         from ai_how.serving.engine.process import EngineProcess, EngineSpec
 
-        spec = EngineSpec(Path(model_dir), device, dtype, batch)
-        llm = AsyncLLM(
-            lambda emit: EngineProcess(spec, emit, batch, max_waiting),
-            tokenizer,
-            name,
-            metrics,
-            stream_interval=stream_interval,
-        )
-        vocab = int(getattr(AutoConfig.from_pretrained(model_dir), "vocab_size", 0) or 0)
-        llm.vocab_size = vocab or len(tokenizer)  # the embedding's rows: larger ids would crash the step
-        return llm
-    lm: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype)
-    lm.eval()
-    eos = eos_ids(lm, tokenizer)
-    config = lm.config
-    factory: Callable[[Any], Any]
-    if engine == "ours":
+        spec = EngineSpec(Path(model_dir), device, dtype, batch)  # the child loads the weights
+
+        def factory(emit: Any) -> Any:
+            return EngineProcess(spec, emit, batch, waiting)
+
+    elif engine == "ours":
         from ai_how.serving.engine.core import Engine
         from ai_how.serving.engine.model import Decoder
 
+        lm, eos = load_checkpoint(model_dir, torch_dtype, tokenizer)
         decoder = Decoder(lm, target, torch_dtype)
         del lm
 
         def factory(emit: Any) -> Any:
-            return Engine(decoder, eos, emit, max_batch=batch, max_waiting=max_waiting)
+            return Engine(decoder, eos, emit, max_batch=batch, max_waiting=waiting)
 
     else:
         from ai_how.serving.engine import baselines
 
+        lm, eos = load_checkpoint(model_dir, torch_dtype, tokenizer)
         lm = lm.to(target)
+        cls = baselines.NaiveEngine if engine == "naive" else baselines.TransformersEngine
 
         def factory(emit: Any) -> Any:
-            cls = baselines.NaiveEngine if engine == "naive" else baselines.TransformersEngine
-            return cls(lm, eos, emit, max_batch=batch, max_waiting=max_waiting)
+            return cls(lm, eos, emit, max_batch=batch, max_waiting=waiting)
 
     with torch.inference_mode():
         llm = AsyncLLM(factory, tokenizer, name, metrics, stream_interval=stream_interval)
-    llm.vocab_size = int(getattr(config, "vocab_size", 0) or 0) or len(tokenizer)  # the embedding's rows
+    vocab = int(getattr(AutoConfig.from_pretrained(model_dir), "vocab_size", 0) or 0)
+    llm.vocab_size = vocab or len(tokenizer)  # the embedding's rows: larger ids would crash the step
     return llm

@@ -99,20 +99,16 @@ def _child(
         begun = prestarted[0] if prestarted else time.time()
         begun_imports = time.time()
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        from ai_how.serving.devices import resolve_device
         from ai_how.serving.engine.core import Engine
-        from ai_how.serving.engine.loader import default_dtype, eos_ids
+        from ai_how.serving.engine.loader import load_checkpoint, resolve
         from ai_how.serving.engine.model import Decoder
 
         started = time.monotonic()
         imported_s = (prestarted[1] if prestarted else 0.0) + time.time() - begun_imports
-        device = torch.device(resolve_device(spec.device))
-        dtype = default_dtype(device) if spec.dtype == "auto" else getattr(torch, spec.dtype)
-        tokenizer = AutoTokenizer.from_pretrained(spec.model_dir)
-        lm = AutoModelForCausalLM.from_pretrained(spec.model_dir, dtype=dtype)
-        eos = eos_ids(lm, tokenizer)
+        device, dtype = resolve(spec.device, spec.dtype)
+        lm, eos = load_checkpoint(spec.model_dir, dtype, AutoTokenizer.from_pretrained(spec.model_dir))
         decoder = Decoder(lm, device, dtype)
         del lm
         stats_holder: list[EngineStats] = []
