@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from ai_how import failpoints
 
 pytest_plugins = ["tests.services"]
 
@@ -22,6 +25,12 @@ def _isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test touches the user's ~/.ai-how, and boto3 never probes the EC2 metadata address."""
     monkeypatch.setenv("AI_HOW_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_failpoint_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Failpoint hits are counted per process: each test starts from zero, whatever ran before it."""
+    monkeypatch.setattr(failpoints, "_hits", Counter())
 
 
 @pytest.fixture

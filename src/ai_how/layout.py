@@ -34,5 +34,8 @@ class Layout:
     def shared(self) -> Path:  # stands in for the HPC shared filesystem (BeeGFS) in local mode
         return self.root / "shared"
 
+    def cluster_dir(self, side: str) -> Path:  # a VM cluster's SSH key, seeds, console logs, pool
+        return self.root / "clusters" / side
+
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id

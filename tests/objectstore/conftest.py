@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from ai_how import failpoints
 from ai_how.config.models import ObjectStore as StoreConfig
 from tests.services import S3Server
 
@@ -34,9 +32,3 @@ def s3_config(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> StoreConf
             "credentials": {"access_key_id_env": "T_S3_KEY", "secret_access_key_env": "T_S3_SECRET"},
         }
     )
-
-
-@pytest.fixture(autouse=True)
-def fresh_failpoint_counts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Failpoint hits are counted per process: each test starts from zero, whatever ran before it."""
-    monkeypatch.setattr(failpoints, "_hits", Counter())

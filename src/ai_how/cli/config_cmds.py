@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from ai_how.config.checking import CheckResult, check_file
 from ai_how.config.models import ClusterConfig
 from ai_how.errors import ExitCode, UnreadableInputError
 from ai_how.fsutil import atomic_write_text
+from ai_how.provision import gpu_owners
 
 ConfigArg = Annotated[
     Path, typer.Argument(help="Path of the cluster config (e.g. config/local.yaml).", show_default=False)
@@ -54,13 +56,17 @@ def validate(
 def plan(ctx: typer.Context, config: ConfigArg, as_json: JsonOpt = False, force: ForceOpt = False) -> None:
     """Show the topology and resource allocation of both clusters (VMs, cores, RAM, disk, GPUs, sharing)."""
     result = _check(ctx, config, force, as_json)
+    owners = gpu_owners.owners(ctx.obj.store)
     if as_json:
         data = result.to_json()
         data["plan"] = result.report.plan.to_json() if result.report else None
+        data["gpu_owners"] = [asdict(o) for o in owners]
         render.print_json(data)
     else:
         if result.report is not None:
             render.plan(result.report.plan)
+        for owner in owners:
+            render.console.print(f"GPU {owner.pci_address}: now owned by {owner.holder} (started by ai-how)")
         problems = [f for f in result.findings if f.severity != "info"]
         render.findings(problems, source=str(config))
         if not result.valid:

@@ -108,6 +108,7 @@ def main(
 def _register() -> None:
     from ai_how.cli import (
         bench_cmds,
+        cluster_cmds,
         config_cmds,
         evaluate_cmds,
         oumi_cmds,
@@ -116,7 +117,16 @@ def _register() -> None:
         sync_cmds,
     )
 
-    for module in (config_cmds, stack_cmds, pipeline_cmds, sync_cmds, evaluate_cmds, oumi_cmds, bench_cmds):
+    for module in (
+        config_cmds,
+        stack_cmds,
+        pipeline_cmds,
+        sync_cmds,
+        evaluate_cmds,
+        oumi_cmds,
+        bench_cmds,
+        cluster_cmds,
+    ):
         module.register(app)
 
 

@@ -1,0 +1,256 @@
+"""``ai-how hpc|cloud start|stop|status|destroy CONFIG``: the clusters' VMs on libvirt."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ai_how.cli import render
+from ai_how.cli.common import JsonOpt, load_valid_config
+from ai_how.config.topology import ClusterSide
+from ai_how.errors import AiHowError
+from ai_how.layout import Layout
+from ai_how.provision import gpu_owners
+from ai_how.provision.journal import Journal
+from ai_how.provision.libvirt_conn import connect, default_uri, is_test_uri
+from ai_how.provision.libvirt_xml import VirtType
+from ai_how.provision.lifecycle import ClusterLifecycle, PreflightFailed, VMStatus
+from ai_how.provision.spec import cluster_definition
+
+ConfigArg = Annotated[Path, typer.Argument(help="Path of the cluster config.", show_default=False)]
+UriOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--uri",
+        help="libvirt URI (default: the one recorded at start, else $AI_HOW_LIBVIRT_URI, "
+        "$LIBVIRT_DEFAULT_URI or qemu:///system).",
+        show_default=False,
+    ),
+]
+VirtTypeName = Literal["auto", "kvm", "qemu"]
+
+
+def _progress(quiet: bool) -> Any:
+    def say(message: str) -> None:
+        render.err_console.print(f"[dim]{escape(message)}[/dim]")
+
+    return (lambda _m: None) if quiet else say
+
+
+@contextlib.contextmanager
+def _lifecycle(
+    ctx: typer.Context,
+    config: Path,
+    side: ClusterSide,
+    uri: str | None,
+    pool_dir: Path | None = None,
+    *,
+    quiet: bool = False,
+) -> Iterator[ClusterLifecycle]:
+    loaded = load_valid_config(ctx, config)
+    layout = Layout(ctx.obj.state_dir)
+    recorded = Journal(ctx.obj.store, side).info()
+    uri = uri or recorded.get("uri") or default_uri()
+    if pool_dir is None and recorded.get("pool_dir"):
+        pool_dir = Path(recorded["pool_dir"])
+    cluster = cluster_definition(loaded, side, layout, uri=uri, pool_dir=pool_dir)
+    with connect(uri) as conn:
+        yield ClusterLifecycle(cluster, conn, ctx.obj.store, uri=uri, progress=_progress(quiet))
+
+
+def _virt_type(virt_type: VirtTypeName, uri: str) -> VirtType:
+    if is_test_uri(uri):
+        return "test"
+    if virt_type == "auto":
+        return "kvm" if Path("/dev/kvm").exists() else "qemu"
+    return virt_type
+
+
+def _show(side: ClusterSide, rows: list[VMStatus], as_json: bool, extra: dict[str, Any]) -> None:
+    if as_json:
+        render.print_json({"cluster": side, **extra, "vms": [asdict(r) for r in rows]})
+        return
+    table = Table(title=f"{side} cluster {extra.get('name', '')}", title_justify="left")
+    for column in ("VM", "role", "state", "IP", "vCPU", "RAM GB", "disk GB", "GPUs"):
+        table.add_column(column, justify="right" if column in ("vCPU", "RAM GB", "disk GB") else "left")
+    colour = {"running": "green", "shut off": "yellow", "not created": "dim"}
+    for r in rows:
+        state = f"[{colour.get(r.state, 'red')}]{r.state}[/]"
+        table.add_row(
+            escape(r.name),
+            r.role,
+            state,
+            r.ip_address,
+            str(r.cpu_cores),
+            f"{r.memory_gb:g}",
+            str(r.disk_gb),
+            escape(", ".join(r.gpus)) or "-",
+        )
+    render.console.print(table)
+
+
+def _owners_json(ctx: typer.Context) -> list[dict[str, str]]:
+    return [asdict(o) for o in gpu_owners.owners(ctx.obj.store)]
+
+
+def make_app(side: ClusterSide) -> typer.Typer:
+    what = "HPC (SLURM) cluster" if side == "hpc" else "cloud (Kubernetes) cluster"
+    app = typer.Typer(
+        help=f"The {what}'s VMs on libvirt: start, stop, status, destroy.", no_args_is_help=True
+    )
+
+    @app.command("start")
+    def start(
+        ctx: typer.Context,
+        config: ConfigArg,
+        uri: UriOpt = None,
+        virt_type: Annotated[
+            str,
+            typer.Option(
+                "--virt-type",
+                help="kvm (hardware virtualisation, host-passthrough CPU), qemu (TCG emulation, slow) or auto.",
+            ),
+        ] = "auto",
+        pool_dir: Annotated[
+            Path | None,
+            typer.Option(
+                "--pool-dir",
+                help="Folder for the VMs' disks (default: /var/lib/libvirt/images/aihow-<cluster> "
+                "with qemu:///system, else under the state dir).",
+            ),
+        ] = None,
+        wait: Annotated[
+            bool, typer.Option("--wait/--no-wait", help="Wait until every VM answers SSH (cloud-init done).")
+        ] = True,
+        configure: Annotated[
+            bool,
+            typer.Option(
+                "--configure/--no-configure",
+                help="hpc: run the SLURM playbook on the VMs once they answer SSH.",
+            ),
+        ] = True,
+        timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the VMs.")] = 900,
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="Print the network/pool/volume/domain XML; create nothing.")
+        ] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Create (idempotently) and boot the cluster's VMs: NAT network with static leases, storage pool,
+        qcow2 overlays on the base image, a cloud-init seed per VM, domains with their GPUs; then wait for
+        SSH. A failure midway removes everything this start created."""
+        if virt_type not in ("auto", "kvm", "qemu"):
+            raise typer.BadParameter("use kvm, qemu or auto", param_hint="--virt-type")
+        with _lifecycle(ctx, config, side, uri, pool_dir, quiet=as_json) as life:
+            kind = _virt_type(virt_type, life.uri)  # type: ignore[arg-type]
+            if dry_run:
+                render.console.print(life.dry_run(virt_type=kind), markup=False, highlight=False)
+                return
+            try:
+                with render.progress(as_json, f"starting the {side} cluster"):
+                    rows = life.start(virt_type=kind, wait=wait, timeout_s=timeout)
+            except PreflightFailed as exc:
+                render.findings([f for f in exc.findings if f.severity != "info"], source=str(config))
+                failed = len([f for f in exc.findings if f.severity == "error"])
+                raise AiHowError(
+                    f"cannot start the {side} cluster: {failed} host check(s) failed; nothing was created",
+                    fix="fix what is listed above, then run start again",
+                ) from None
+            if side == "hpc" and configure:
+                _configure_hpc(ctx, config, life, wait=wait, quiet=as_json)
+            _show(side, rows, as_json, {"name": life.cluster.name, "uri": life.uri})
+
+    @app.command("stop")
+    def stop(
+        ctx: typer.Context,
+        config: ConfigArg,
+        uri: UriOpt = None,
+        timeout: Annotated[
+            float, typer.Option("--timeout", help="Seconds to wait for a clean shutdown before forcing off.")
+        ] = 120,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Shut the VMs down gracefully (ACPI); force off any still running after --timeout. Disks stay."""
+        with _lifecycle(ctx, config, side, uri, quiet=as_json) as life:
+            stopped = life.stop(timeout_s=timeout)
+            if as_json:
+                render.print_json({"cluster": side, "stopped": stopped})
+            else:
+                render.console.print(f"stopped: {', '.join(stopped)}" if stopped else "no VM was running")
+
+    @app.command("status")
+    def status(ctx: typer.Context, config: ConfigArg, uri: UriOpt = None, as_json: JsonOpt = False) -> None:
+        """Each VM's state, IP, resources and GPUs. Exit 1 unless every VM is running."""
+        with _lifecycle(ctx, config, side, uri, quiet=True) as life:
+            rows = life.status()
+            _show(
+                side,
+                rows,
+                as_json,
+                {"name": life.cluster.name, "uri": life.uri, "gpu_owners": _owners_json(ctx)},
+            )
+        if not all(r.state == "running" for r in rows):
+            raise typer.Exit(1)
+
+    @app.command("destroy")
+    def destroy(
+        ctx: typer.Context,
+        config: ConfigArg,
+        uri: UriOpt = None,
+        yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Remove the domains, disks, seeds, pool and network that ai-how created for this cluster, and
+        nothing else. The base image and the SSH key stay."""
+        entries = Journal(ctx.obj.store, side).entries()
+        if not entries:
+            message = f"nothing to destroy: ai-how created nothing for the {side} cluster"
+            render.print_json({"cluster": side, "removed": []}) if as_json else render.console.print(message)
+            return
+        if not yes:
+            listing = ", ".join(e.describe() for e in entries)
+            if not typer.confirm(f"Destroy the {side} cluster ({listing})?", err=True):
+                raise typer.Exit(1)
+        with _lifecycle(ctx, config, side, uri, quiet=as_json) as life:
+            removed = life.destroy()
+            if as_json:
+                render.print_json({"cluster": side, "removed": [asdict(r) for r in removed]})
+            else:
+                render.console.print(f"destroyed the {side} cluster: removed {len(removed)} objects")
+
+    return app
+
+
+def _configure_hpc(
+    ctx: typer.Context, config: Path, life: ClusterLifecycle, *, wait: bool, quiet: bool
+) -> None:
+    """Run the SLURM playbook on the booted HPC VMs (needs them reachable over SSH)."""
+    say = _progress(quiet)
+    if is_test_uri(life.uri) or not wait:
+        say("not configuring SLURM: " + ("the test driver has no guests" if wait else "--no-wait was given"))
+        return
+    from ai_how.provision import slurm_ansible
+
+    loaded = load_valid_config(ctx, config)
+    cluster = life.cluster
+    key = slurm_ansible.ensure_munge_key(cluster.workdir / "munge.key")
+    playbook = slurm_ansible.write_playbook(loaded.config, cluster.workdir / "ansible", munge_key=key)
+    say("configuring SLURM on the VMs (ansible-playbook)")
+    slurm_ansible.run_playbook(
+        playbook,
+        ssh_key=cluster.ssh_key,
+        known_hosts=cluster.known_hosts,
+        log_path=cluster.log_dir / "ansible-slurm.log",
+        on_line=lambda line: say(line) if line.startswith(("TASK", "PLAY RECAP", "fatal")) else None,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(make_app("hpc"), name="hpc")
+    app.add_typer(make_app("cloud"), name="cloud")

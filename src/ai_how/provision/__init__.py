@@ -1,0 +1,1 @@
+"""Workstation VMs: base images, libvirt lifecycle, configuration of the booted nodes."""

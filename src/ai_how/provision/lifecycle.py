@@ -1,0 +1,393 @@
+"""Start, stop, inspect and destroy one cluster's VMs through libvirt-python (never by shelling out to virsh).
+
+``start`` is idempotent and journaled: each object is recorded in the state store before it is created,
+existing ones recorded earlier are reused, and a failure rolls back every object this call created
+(and shuts down VMs this call booted), leaving what existed before. ``destroy`` removes exactly what
+the journal names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ai_how.config.findings import Finding
+from ai_how.errors import AiHowError
+from ai_how.failpoints import failpoint
+from ai_how.provision import cloudinit, gpu_owners
+from ai_how.provision.hostcheck import preflight
+from ai_how.provision.journal import Journal, Resource
+from ai_how.provision.libvirt_conn import is_test_uri, module, not_found
+from ai_how.provision.libvirt_xml import VirtType, domain_xml, network_xml, overlay_volume_xml, pool_xml
+from ai_how.provision.spec import ClusterDefinition, VMDefinition
+from ai_how.provision.ssh import ensure_key, wait_for_node
+from ai_how.state.store import StateStore
+
+Progress = Callable[[str], None]
+
+# libvirt's virDomainState values, in words.
+_STATES = {
+    0: "no state",
+    1: "running",
+    2: "blocked",
+    3: "paused",
+    4: "shutting down",
+    5: "shut off",
+    6: "crashed",
+    7: "suspended",
+}
+
+
+class PreflightFailed(AiHowError):
+    """Host checks failed before anything was created; ``findings`` says what and how to fix it."""
+
+    def __init__(self, findings: list[Finding]) -> None:
+        errors = [f for f in findings if f.severity == "error"]
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(f"{first.where}: {first.message}{more}", fix=first.fix)
+        self.findings = findings
+
+
+@dataclass
+class VMStatus:
+    name: str
+    role: str
+    state: str  # running, shut off, ..., "not created"
+    ip_address: str
+    cpu_cores: int
+    memory_gb: float
+    disk_gb: int
+    gpus: list[str] = field(default_factory=list)
+
+
+class ClusterLifecycle:
+    """The libvirt side of one cluster (``hpc`` or ``cloud``) on one connection."""
+
+    def __init__(
+        self,
+        cluster: ClusterDefinition,
+        conn: Any,
+        store: StateStore,
+        *,
+        uri: str,
+        progress: Progress = lambda _msg: None,
+    ) -> None:
+        self.cluster = cluster
+        self.conn = conn
+        self.store = store
+        self.uri = uri
+        self.progress = progress
+        self.journal = Journal(store, cluster.side)
+        self.libvirt = module()
+
+    # ------------------------------------------------------------------ lookups
+    def _get(self, getter: Callable[[str], Any], name: str) -> Any | None:
+        try:
+            return getter(name)
+        except self.libvirt.libvirtError as exc:
+            if not_found(exc):
+                return None
+            raise
+
+    def _domain(self, name: str) -> Any | None:
+        return self._get(self.conn.lookupByName, name)
+
+    def _running(self, owner: gpu_owners.Owner) -> bool:
+        domain = self._domain(owner.vm)
+        return domain is not None and bool(domain.isActive())
+
+    # ------------------------------------------------------------------ start
+    def check(self, *, virt_type: VirtType) -> list[Finding]:
+        """Host checks and GPU ownership, before anything is created (raises when one fails)."""
+        findings = preflight(self.cluster, self.conn, self.journal, uri=self.uri, virt_type=virt_type)
+        if any(f.severity == "error" for f in findings):
+            raise PreflightFailed(findings)
+        wanted = [(vm.name, gpu.pci_address) for vm in self.cluster.vms for gpu in vm.gpus]
+        taken = gpu_owners.conflicts(self.store, self.cluster.side, wanted, self._running)
+        if taken:
+            vm, address, owner = taken[0]
+            raise AiHowError(
+                f"GPU {address} of {self.cluster.side}/{vm} is in use by the running VM {owner.holder}",
+                fix=f"stop the {owner.cluster} cluster first: `ai-how {owner.cluster} stop CONFIG`",
+            )
+        return findings
+
+    def start(self, *, virt_type: VirtType, wait: bool = True, timeout_s: float = 900) -> list[VMStatus]:
+        self.check(virt_type=virt_type)
+        created: list[Resource] = []
+        booted: list[str] = []
+        try:
+            self.journal.describe_cluster(
+                name=self.cluster.name,
+                uri=self.uri,
+                config=str(self.cluster.config_path),
+                pool_dir=str(self.cluster.pool_dir),
+            )
+            public_key = ensure_key(
+                self.cluster.ssh_key,
+                comment=f"ai-how@{self.cluster.name}",
+                log_path=self.cluster.log_dir / "ssh-keygen.log",
+            )
+            self._ensure_network(created)
+            self._ensure_pool(created)
+            for vm in self.cluster.vms:
+                self._ensure_vm(vm, public_key, virt_type, created)
+            for vm in self.cluster.vms:
+                if self._boot(vm):
+                    booted.append(vm.name)
+            if wait:
+                self._wait(timeout_s)
+        except BaseException as exc:
+            self.progress(f"start failed ({exc}); rolling back what this start created")
+            self._rollback(created, booted)
+            raise
+        return self.status()
+
+    def _create(self, resource: Resource, created: list[Resource], make: Callable[[], object]) -> None:
+        """Record ``resource`` in the journal, then create it (so a crash never hides an object)."""
+        self.journal.record(resource)
+        created.append(resource)
+        make()
+        self.progress(f"created {resource.describe()}")
+        failpoint("provision.created")
+
+    def _ensure_network(self, created: list[Resource]) -> None:
+        c = self.cluster
+        network = self._get(self.conn.networkLookupByName, c.network)
+        if network is None:
+            resource = Resource("network", c.network)
+            self._create(resource, created, lambda: self.conn.networkDefineXML(network_xml(c)))
+            network = self.conn.networkLookupByName(c.network)
+        if not network.isActive():
+            network.create()
+        self._add_missing_leases(network)
+
+    def _add_missing_leases(self, network: Any) -> None:
+        """VMs added to the config since the network was created get their static lease (live + saved)."""
+        lv = self.libvirt
+        known = {h.get("mac") for h in ET.fromstring(network.XMLDesc()).iter("host")}
+        for vm in self.cluster.vms:
+            if vm.mac in known:
+                continue
+            host = ET.Element("host", mac=vm.mac, name=vm.name, ip=str(vm.ip_address))
+            network.update(
+                lv.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+                lv.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+                -1,
+                ET.tostring(host, encoding="unicode"),
+                lv.VIR_NETWORK_UPDATE_AFFECT_LIVE | lv.VIR_NETWORK_UPDATE_AFFECT_CONFIG,
+            )
+            self.progress(f"added the DHCP lease {vm.ip_address} for {vm.name} to {self.cluster.network}")
+
+    def _ensure_pool(self, created: list[Resource]) -> None:
+        c = self.cluster
+        pool = self._get(self.conn.storagePoolLookupByName, c.pool)
+        if pool is None:
+
+            def make() -> None:
+                defined = self.conn.storagePoolDefineXML(pool_xml(c))
+                if not is_test_uri(self.uri):
+                    defined.build(0)  # creates the folder (fine when it exists)
+
+            self._create(Resource("pool", c.pool), created, make)
+            pool = self.conn.storagePoolLookupByName(c.pool)
+        if not pool.isActive():
+            pool.create()
+
+    def _ensure_vm(
+        self, vm: VMDefinition, public_key: str, virt_type: VirtType, created: list[Resource]
+    ) -> None:
+        c = self.cluster
+        pool = self.conn.storagePoolLookupByName(c.pool)
+        if self._get(pool.storageVolLookupByName, vm.volume) is None:
+            self._create(
+                Resource("volume", vm.volume, pool=c.pool),
+                created,
+                lambda: pool.createXML(overlay_volume_xml(c, vm), 0),
+            )
+        if not vm.seed.is_file():
+
+            def write_seed() -> None:
+                cloudinit.write_seed_iso(
+                    vm.seed,
+                    user=cloudinit.user_data(hostname=vm.name, ssh_public_keys=[public_key]),
+                    meta=cloudinit.meta_data(instance_id=f"{vm.name}-{uuid.uuid4()}", hostname=vm.name),
+                    log_path=c.log_dir / "seed.log",
+                )
+
+            self._create(Resource("file", str(vm.seed)), created, write_seed)
+        if self._domain(vm.name) is None:
+            self._create(
+                Resource("domain", vm.name),
+                created,
+                lambda: self.conn.defineXML(domain_xml(c, vm, virt_type=virt_type)),
+            )
+
+    def _boot(self, vm: VMDefinition) -> bool:
+        """Start the VM if it is not running (claiming its GPUs first); whether it was started now."""
+        domain = self.conn.lookupByName(vm.name)
+        if domain.isActive():
+            return False
+        addresses = [d.pci_address for d in vm.gpus]
+        gpu_owners.claim(self.store, self.cluster.side, vm.name, addresses)
+        try:
+            domain.create()
+        except BaseException:
+            gpu_owners.release(self.store, self.cluster.side, vm.name)
+            raise
+        self.progress(f"started {vm.name}" + (f" with GPU {', '.join(addresses)}" if addresses else ""))
+        failpoint("provision.booted")
+        return True
+
+    def _wait(self, timeout_s: float) -> None:
+        c = self.cluster
+        if is_test_uri(self.uri):
+            self.progress("test driver: no guest to reach over SSH; not waiting")
+            return
+        deadline = time.monotonic() + timeout_s
+        for vm in c.vms:
+            self.progress(f"{vm.name}: waiting for SSH on {vm.ip_address}")
+            waited = wait_for_node(
+                vm.name,
+                vm.ip_address,
+                key=c.ssh_key,
+                known_hosts=c.known_hosts,
+                deadline=deadline,
+                log_path=c.log_dir / f"ssh-{vm.name}.log",
+                progress=self.progress,
+            )
+            self.progress(f"{vm.name}: ready after {waited:.0f} s")
+
+    def _rollback(self, created: list[Resource], booted: list[str]) -> None:
+        for name in booted:  # VMs that existed before this start go back to shut off
+            if Resource("domain", name) in created:
+                continue
+            domain = self._domain(name)
+            if domain is not None and domain.isActive():
+                with contextlib.suppress(self.libvirt.libvirtError):
+                    domain.destroy()
+            gpu_owners.release(self.store, self.cluster.side, name)
+        for resource in reversed(created):
+            try:
+                self._remove(resource)
+            except AiHowError as exc:  # keep going; the journal still names what is left
+                self.progress(f"rollback: {exc.message}; `destroy` will retry it")
+
+    # ------------------------------------------------------------------ removal
+    def _remove(self, resource: Resource) -> None:
+        """Remove one journaled object (absent ones are skipped), then drop it from the journal."""
+        lv = self.libvirt
+        try:
+            if resource.kind == "domain":
+                domain = self._domain(resource.name)
+                if domain is not None:
+                    if domain.isActive():
+                        domain.destroy()
+                    domain.undefineFlags(
+                        lv.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | lv.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                    )
+                gpu_owners.release(self.store, self.cluster.side, resource.name)
+            elif resource.kind == "volume":
+                pool = self._get(self.conn.storagePoolLookupByName, resource.pool or "")
+                volume = self._get(pool.storageVolLookupByName, resource.name) if pool is not None else None
+                if volume is not None:
+                    volume.delete(0)
+            elif resource.kind == "file":
+                self._remove_file(Path(resource.name))
+            elif resource.kind == "pool":
+                self._keep_console_logs()
+                pool = self._get(self.conn.storagePoolLookupByName, resource.name)
+                if pool is not None:
+                    if pool.isActive():
+                        pool.destroy()
+                    if not is_test_uri(self.uri):
+                        with contextlib.suppress(lv.libvirtError):  # a folder that is not empty stays
+                            pool.delete(0)
+                    pool.undefine()
+            elif resource.kind == "network":
+                network = self._get(self.conn.networkLookupByName, resource.name)
+                if network is not None:
+                    if network.isActive():
+                        network.destroy()
+                    network.undefine()
+        except lv.libvirtError as exc:
+            raise AiHowError(
+                f"could not remove {resource.describe()}: {exc.get_error_message()}",
+                fix="fix the cause and run `destroy` again (the journal still lists what is left)",
+            ) from None
+        self.journal.forget(resource)
+        self.progress(f"removed {resource.describe()}")
+
+    def _remove_file(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+    def _keep_console_logs(self) -> None:
+        """QEMU's serial logs move out of the pool folder (so it can go) into the cluster's logs."""
+        for vm in self.cluster.vms:
+            if vm.console_log.is_file():
+                self.cluster.log_dir.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(vm.console_log), self.cluster.log_dir / vm.console_log.name)
+
+    def destroy(self) -> list[Resource]:
+        """Remove everything the journal names, newest first; returns what was removed."""
+        entries = self.journal.entries()
+        for resource in reversed(entries):
+            self._remove(resource)
+        gpu_owners.release(self.store, self.cluster.side)
+        self.cluster.known_hosts.unlink(missing_ok=True)  # new VMs bring new host keys
+        return entries
+
+    # ------------------------------------------------------------------ stop / status
+    def stop(self, *, timeout_s: float = 120) -> list[str]:
+        """Shut every running VM down through ACPI; after ``timeout_s`` force off the ones still up."""
+        running = [d for vm in self.cluster.vms if (d := self._domain(vm.name)) is not None and d.isActive()]
+        for domain in running:
+            self.progress(f"shutting down {domain.name()}")
+            with contextlib.suppress(self.libvirt.libvirtError):
+                domain.shutdown()
+        deadline = time.monotonic() + timeout_s
+        while any(d.isActive() for d in running) and time.monotonic() < deadline:
+            time.sleep(1)
+        for domain in running:
+            if domain.isActive():
+                self.progress(f"{domain.name()} did not shut down within {timeout_s:.0f} s; forcing it off")
+                with contextlib.suppress(self.libvirt.libvirtError):
+                    domain.destroy()
+            gpu_owners.release(self.store, self.cluster.side, domain.name())
+        return [d.name() for d in running]
+
+    def status(self) -> list[VMStatus]:
+        rows = []
+        for vm in self.cluster.vms:
+            domain = self._domain(vm.name) if self.journal.has(Resource("domain", vm.name)) else None
+            state = "not created" if domain is None else _STATES.get(domain.state()[0], "unknown")
+            rows.append(
+                VMStatus(
+                    name=vm.name,
+                    role=vm.role,
+                    state=state,
+                    ip_address=str(vm.ip_address),
+                    cpu_cores=vm.cpu_cores,
+                    memory_gb=vm.memory_mib / 1024,
+                    disk_gb=vm.disk_gb,
+                    gpus=[d.label or d.pci_address for d in vm.gpus],
+                )
+            )
+        return rows
+
+    def dry_run(self, *, virt_type: VirtType) -> str:
+        """The XML ``start`` would define, in order: network, pool, then each VM's volume and domain."""
+        c = self.cluster
+        parts = [f"<!-- network {c.network} -->\n{network_xml(c)}", f"<!-- pool {c.pool} -->\n{pool_xml(c)}"]
+        for vm in c.vms:
+            parts.append(f"<!-- volume {vm.volume} -->\n{overlay_volume_xml(c, vm)}")
+            parts.append(f"<!-- domain {vm.name} -->\n{domain_xml(c, vm, virt_type=virt_type)}")
+        return "\n".join(parts)
