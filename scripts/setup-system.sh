@@ -10,12 +10,25 @@ PKGS=(
   slurm-wlm munge                       # HPC executor (tests start munged, slurmctld, slurmd)
   openssh-server openssh-client rsync   # SSH transport to a login node (tests start their own sshd)
   prometheus                            # monitoring tests
+  mmdebstrap qemu-utils fdisk e2fsprogs # VM base images (`ai-how image build`: loop device + mmdebstrap)
+  genisoimage cloud-init packer         # cloud-init seeds, `cloud-init schema`, `packer validate`
+  libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86   # VMs (the boot test starts libvirtd)
+  dnsmasq-base iptables                 # libvirt NAT networks with static DHCP leases
 )
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && { echo "[setup] debian packages: all present"; exit 0; }
+# libvirt's QEMU driver refuses to start without the account Debian's libvirt-daemon-system would
+# create (that package pulls systemd in, so it is not installed here).
+ensure_qemu_account() {
+  [ "$(id -u)" -eq 0 ] || return 0
+  getent group kvm >/dev/null || groupadd -r kvm
+  getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
+  id libvirt-qemu >/dev/null 2>&1 ||
+    useradd -r -g libvirt-qemu -G kvm -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
+}
+[ ${#missing[@]} -eq 0 ] && { ensure_qemu_account; echo "[setup] debian packages: all present"; exit 0; }
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=sudo; else
@@ -25,3 +38,4 @@ echo "[setup] installing Debian packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+ensure_qemu_account

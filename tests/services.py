@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -389,3 +390,71 @@ def ssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
     yield SSHServer(f"root@127.0.0.1:{port}", options)
     proc.terminate()
     proc.wait(10)
+
+
+# Settings the QEMU driver needs inside a container (no cgroup delegation, no mount namespaces, no
+# AppArmor): tested in ../shared/notes/platform.md §11.2. Only written when this fixture starts libvirtd.
+_QEMU_CONF = """\
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+cgroup_controllers = [ ]
+namespaces = [ ]
+"""
+
+
+def _virsh_ok(uri: str) -> bool:
+    done = subprocess.run(["virsh", "-c", uri, "version"], capture_output=True, check=False, timeout=30)
+    return done.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def libvirtd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The system libvirt daemon (qemu:///system) with QEMU: the running one, or one started here.
+
+    When this fixture starts libvirtd it writes the container-friendly qemu.conf above (the original is
+    put back afterwards) and stops the daemons it started.
+    """
+    uri = "qemu:///system"
+    if os.geteuid() != 0 or not (shutil.which("libvirtd") and shutil.which("qemu-system-x86_64")):
+        pytest.skip("needs root and Debian's libvirt-daemon-driver-qemu + qemu-system-x86: run `make setup`")
+    if _virsh_ok(uri):
+        yield uri
+        return
+    logs = tmp_path_factory.mktemp("libvirtd")
+    conf = Path("/etc/libvirt/qemu.conf")
+    saved = conf.read_bytes() if conf.exists() else None
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(_QEMU_CONF)
+    for folder in (
+        "/run/libvirt",
+        "/var/lib/libvirt/qemu",
+        "/var/log/libvirt/qemu",
+        "/var/cache/libvirt/qemu",
+    ):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        for daemon in ("virtlogd", "libvirtd"):
+            with (logs / f"{daemon}.log").open("wb") as log:
+                started.append(subprocess.Popen([daemon], stdout=log, stderr=subprocess.STDOUT))
+        for _ in range(60):
+            if _virsh_ok(uri):
+                break
+            if started[-1].poll() is not None:
+                pytest.fail(f"libvirtd exited: {(logs / 'libvirtd.log').read_text()[-2000:]}")
+            time.sleep(1)
+        else:
+            pytest.fail(f"libvirtd did not answer in 60 s: {(logs / 'libvirtd.log').read_text()[-2000:]}")
+        yield uri
+    finally:
+        for proc in reversed(started):
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(20)
+        if saved is None:
+            conf.unlink(missing_ok=True)
+        else:
+            conf.write_bytes(saved)

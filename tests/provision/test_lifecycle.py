@@ -117,7 +117,7 @@ def test_hpc_start_defines_network_leases_disks_and_gpu_hostdevs(
     assert sorted(hostdevs) == [("0x65", "0x00", "0x0"), ("0x65", "0x00", "0x1")]  # GPU + its audio
     assert dom.find("devices/interface/mac").get("address") in macs
     assert dom.find("devices/interface/source").get("network") == "aihow-training-cluster"
-    seed = dom.find("devices/disk[@device='cdrom']/source").get("file")
+    seed = dom.find("devices/disk/target[@dev='vdb']/../source").get("file")
     assert Path(seed).is_file()
     meta = ET.fromstring(compute.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS))
     assert (meta.get("cluster"), meta.get("role")) == ("hpc", "slurm-compute")

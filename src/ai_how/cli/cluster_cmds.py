@@ -235,14 +235,16 @@ def _configure_hpc(
     if is_test_uri(life.uri) or not wait:
         say("not configuring SLURM: " + ("the test driver has no guests" if wait else "--no-wait was given"))
         return
-    from ai_how.provision import slurm_ansible
+    from ai_how.provision import hpc_config
 
     loaded = load_valid_config(ctx, config)
     cluster = life.cluster
-    key = slurm_ansible.ensure_munge_key(cluster.workdir / "munge.key")
-    playbook = slurm_ansible.write_playbook(loaded.config, cluster.workdir / "ansible", munge_key=key)
+    key = hpc_config.ensure_munge_key(cluster.workdir / "munge.key")
+    playbook = hpc_config.write_playbook(loaded.config, cluster.workdir / "ansible", munge_key=key)
+    for note in playbook.notes:
+        render.err_console.print(f"[cyan]note:[/cyan] {escape(note)}")
     say("configuring SLURM on the VMs (ansible-playbook)")
-    slurm_ansible.run_playbook(
+    hpc_config.run_playbook(
         playbook,
         ssh_key=cluster.ssh_key,
         known_hosts=cluster.known_hosts,

@@ -111,6 +111,7 @@ def _register() -> None:
         cluster_cmds,
         config_cmds,
         evaluate_cmds,
+        image_cmds,
         oumi_cmds,
         pipeline_cmds,
         stack_cmds,
@@ -126,6 +127,7 @@ def _register() -> None:
         oumi_cmds,
         bench_cmds,
         cluster_cmds,
+        image_cmds,
     ):
         module.register(app)
 

@@ -85,7 +85,7 @@ def _pci_source(parent: ET.Element, device: PCIeDevice) -> None:
 
 
 def domain_xml(cluster: ClusterDefinition, vm: VMDefinition, *, virt_type: VirtType = "kvm") -> str:
-    """A q35 guest: the config's vCPUs and RAM, virtio disk and NIC, the seed as a CD-ROM, a serial
+    """A q35 guest: the config's vCPUs and RAM, virtio disk and NIC, the seed as a second disk, a serial
     console to a file, the guest agent channel, and one managed PCI hostdev per passed-through function
     (a GPU's audio function included: validation requires the whole IOMMU group).
 
@@ -122,10 +122,12 @@ def domain_xml(cluster: ClusterDefinition, vm: VMDefinition, *, virt_type: VirtT
     ET.SubElement(disk, "source", pool=cluster.pool, volume=vm.volume)
     ET.SubElement(disk, "target", dev="vda", bus="virtio")
 
-    seed = ET.SubElement(devices, "disk", type="file", device="cdrom")
+    # The seed is a read-only virtio disk, not a SATA CD-ROM: Debian's cloud kernel has no AHCI driver,
+    # so a CD-ROM would be invisible and cloud-init would find no datasource (and not run at all).
+    seed = ET.SubElement(devices, "disk", type="file", device="disk")
     ET.SubElement(seed, "driver", name="qemu", type="raw")
     ET.SubElement(seed, "source", file=str(vm.seed))
-    ET.SubElement(seed, "target", dev="sda", bus="sata")
+    ET.SubElement(seed, "target", dev="vdb", bus="virtio")
     ET.SubElement(seed, "readonly")
 
     nic = ET.SubElement(devices, "interface", type="network")

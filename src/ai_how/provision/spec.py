@@ -90,7 +90,9 @@ def resolve_base_image(loaded: LoadedConfig, side: ClusterSide) -> Path:
             fix=f"build one with `ai-how image build {role}` and set {field} to its .qcow2",
         )
     path = Path(cluster.base_image_path).expanduser()
-    return path if path.is_absolute() else (loaded.path.parent / path).resolve()
+    # Resolved through links: overlays are backed by the content-addressed file, so a later
+    # `image build` that moves the `<role>.qcow2` link never changes a VM's backing file.
+    return (path if path.is_absolute() else loaded.path.parent / path).resolve()
 
 
 def default_pool_dir(uri: str, cluster_name: str, layout: Layout, side: ClusterSide) -> Path:

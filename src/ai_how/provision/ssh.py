@@ -30,27 +30,21 @@ def ensure_key(private: Path, *, comment: str, log_path: Path) -> str:
     return public.read_text(encoding="utf-8").strip()
 
 
-def ssh_command(
-    ip: IPv4Address | str, *, key: Path, known_hosts: Path, connect_timeout_s: int = 10
-) -> list[str]:
-    """``ssh`` to the admin account of a VM. A VM's host key is learned on first contact and then
-    enforced (``accept-new`` into the cluster's own known_hosts), never ignored."""
+def ssh_options(*, known_hosts: Path, connect_timeout_s: int = 10) -> list[str]:
+    """The options of every SSH connection to a VM (ai-how's and Ansible's). A VM's host key is learned
+    on first contact and then enforced (``accept-new`` into the cluster's own known_hosts), never ignored."""
     return [
-        "ssh",
-        "-i",
-        str(key),
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        f"UserKnownHostsFile={known_hosts}",
-        "-o",
-        "StrictHostKeyChecking=accept-new",
-        "-o",
-        f"ConnectTimeout={connect_timeout_s}",
-        f"{ADMIN_USER}@{ip}",
-    ]
+        "-o", "IdentitiesOnly=yes",
+        "-o", "BatchMode=yes",
+        "-o", f"UserKnownHostsFile={known_hosts}",
+        "-o", "StrictHostKeyChecking=accept-new",
+        "-o", f"ConnectTimeout={connect_timeout_s}",
+    ]  # fmt: skip
+
+
+def ssh_command(ip: IPv4Address | str, *, key: Path, known_hosts: Path) -> list[str]:
+    """``ssh`` to the admin account of a VM."""
+    return ["ssh", "-i", str(key), *ssh_options(known_hosts=known_hosts), f"{ADMIN_USER}@{ip}"]
 
 
 def wait_for_node(
