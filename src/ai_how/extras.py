@@ -28,7 +28,7 @@ EXTRA_OF: dict[str, str] = {
     ),
     **dict.fromkeys(("mlflow", "boto3", "botocore", "psycopg2"), "track"),
     **dict.fromkeys(("kserve", "httpx", "prometheus_client"), "serve"),
-    **dict.fromkeys(("libvirt", "ansible"), "infra"),
+    **dict.fromkeys(("libvirt", "ansible", "kubernetes"), "infra"),
 }
 
 

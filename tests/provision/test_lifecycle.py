@@ -117,8 +117,12 @@ def test_hpc_start_defines_network_leases_disks_and_gpu_hostdevs(
     assert sorted(hostdevs) == [("0x65", "0x00", "0x0"), ("0x65", "0x00", "0x1")]  # GPU + its audio
     assert dom.find("devices/interface/mac").get("address") in macs
     assert dom.find("devices/interface/source").get("network") == "aihow-training-cluster"
-    seed = dom.find("devices/disk/target[@dev='vdb']/../source").get("file")
-    assert Path(seed).is_file()
+    seed = dom.find("devices/disk/target[@dev='vdb']/../source")
+    assert (seed.get("pool"), seed.get("volume")) == ("aihow-training-cluster", "hpc-compute-01-seed.iso")
+    pool = conn.storagePoolLookupByName("aihow-training-cluster")
+    overlay = _xml(pool.storageVolLookupByName("hpc-compute-01.qcow2"))
+    base = overlay.findtext("backingStore/path")
+    assert Path(base).name.startswith("base-") and Path(base).parent == life.cluster.pool_dir
     meta = ET.fromstring(compute.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS))
     assert (meta.get("cluster"), meta.get("role")) == ("hpc", "slurm-compute")
     controller = _xml(conn.lookupByName("hpc-controller"))
@@ -174,7 +178,7 @@ def test_stale_gpu_claim_of_a_stopped_vm_does_not_block(make: Factory, example: 
     make(example, "cloud").start(virt_type="test")  # ...but it is stale: the VM is not running
 
 
-@pytest.mark.parametrize("nth", [1, 2, 4, 5, 7, 8])
+@pytest.mark.parametrize("nth", [1, 2, 3, 4, 6, 9])
 def test_failure_midway_rolls_back_everything_start_created(
     make: Factory, host: tuple[str, Any], example: dict[str, Any], monkeypatch: pytest.MonkeyPatch, nth: int
 ) -> None:
@@ -187,7 +191,6 @@ def test_failure_midway_rolls_back_everything_start_created(
     assert _names(conn) == before
     assert life.journal.entries() == []
     assert gpu_owners.owners(life.store) == []
-    assert not any(vm.seed.exists() for vm in life.cluster.vms)
 
 
 def test_failure_while_booting_rolls_back_and_releases_gpus(
@@ -250,7 +253,7 @@ def test_destroy_removes_only_what_ai_how_created(
     hpc = make(example, "hpc")
     hpc.start(virt_type="test")
     removed = hpc.destroy()
-    assert {r.kind for r in removed} == {"network", "pool", "volume", "file", "domain"}
+    assert {r.kind for r in removed} == {"network", "pool", "volume", "domain"}
     assert _names(conn) == before  # foreign-vm, foreign-net (and the driver's own 'test') survive
     assert hpc.journal.entries() == []
     assert gpu_owners.owners(hpc.store) == []
@@ -329,3 +332,33 @@ def test_unreachable_libvirt_is_one_line_with_the_fix() -> None:
         stack.enter_context(connect("qemu+unix:///system?socket=/nonexistent/libvirt-sock"))
     assert "cannot reach libvirt" in exc.value.message
     assert "start the daemon" in (exc.value.fix or "")
+
+
+def test_stop_never_touches_a_same_named_domain_ai_how_did_not_create(
+    make: Factory, host: tuple[str, Any], example: dict[str, Any]
+) -> None:
+    _, conn = host
+    foreign = conn.defineXML(
+        "<domain type='test'><name>hpc-controller</name><memory>1024</memory><os><type>hvm</type></os></domain>"
+    )
+    foreign.create()
+    assert make(example, "hpc").stop(timeout_s=1) == []
+    assert foreign.isActive()
+    assert make(example, "hpc").status()[0].state == "not created"
+
+
+def test_a_second_cluster_on_the_same_side_is_refused(make: Factory, example: dict[str, Any]) -> None:
+    make(example, "hpc").start(virt_type="test")
+    other = copy.deepcopy(example)
+    other["clusters"]["hpc"]["name"] = "another-cluster"
+    with pytest.raises(AiHowError) as exc:
+        make(other, "hpc").start(virt_type="test")
+    assert "training-cluster" in exc.value.message and "destroy" in (exc.value.fix or "")
+
+
+def test_a_gpu_claim_never_overwrites_a_running_owner(make: Factory, example: dict[str, Any]) -> None:
+    hpc = make(example, "hpc")
+    hpc.start(virt_type="test")
+    taken = gpu_owners.claim(hpc.store, "cloud", "gpu-worker-1", ["0000:65:00.0"], hpc._running)
+    assert taken is not None and taken.holder == "hpc/hpc-compute-01"
+    assert [o.holder for o in gpu_owners.owners(hpc.store)] == ["hpc/hpc-compute-01"]

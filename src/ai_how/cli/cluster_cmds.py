@@ -235,22 +235,9 @@ def _configure_hpc(
     if is_test_uri(life.uri) or not wait:
         say("not configuring SLURM: " + ("the test driver has no guests" if wait else "--no-wait was given"))
         return
-    from ai_how.provision import hpc_config
+    from ai_how.provision.hpc_config.configure import configure_slurm
 
-    loaded = load_valid_config(ctx, config)
-    cluster = life.cluster
-    key = hpc_config.ensure_munge_key(cluster.workdir / "munge.key")
-    playbook = hpc_config.write_playbook(loaded.config, cluster.workdir / "ansible", munge_key=key)
-    for note in playbook.notes:
-        render.err_console.print(f"[cyan]note:[/cyan] {escape(note)}")
-    say("configuring SLURM on the VMs (ansible-playbook)")
-    hpc_config.run_playbook(
-        playbook,
-        ssh_key=cluster.ssh_key,
-        known_hosts=cluster.known_hosts,
-        log_path=cluster.log_dir / "ansible-slurm.log",
-        on_line=lambda line: say(line) if line.startswith(("TASK", "PLAY RECAP", "fatal")) else None,
-    )
+    configure_slurm(load_valid_config(ctx, config).config, life.cluster, progress=say)
 
 
 def register(app: typer.Typer) -> None:

@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     field_validator,
     model_validator,
@@ -327,6 +328,9 @@ class DevicePlugin(Model):
     enabled: bool = True
     mig_strategy: Literal["none", "single", "mixed"] = "none"
     time_slicing: bool = False
+    time_slicing_replicas: Annotated[int, Field(ge=2, le=64)] = Field(
+        default=4, description="With time_slicing: how many pods share each GPU (nvidia.com/gpu replicas)."
+    )
 
 
 class Dcgm(Model):
@@ -343,10 +347,46 @@ class GpuOperator(Model):
     dcgm: Dcgm = Field(default_factory=Dcgm)
 
 
+StrictFlag = Annotated[bool, Strict()]  # `"yes"` (a string) is an error here, as Kubespray treats it
+
+
+class Kubespray(Model):
+    """Which Kubespray release builds the cluster (obtained by git tag, the commit verified)."""
+
+    version: Annotated[str, StringConstraints(pattern=r"^v2\.\d+\.\d+$")] = Field(
+        default="v2.31.0", description="Kubespray release tag, e.g. v2.31.0 or v2.30.0."
+    )
+    commit: Annotated[str, StringConstraints(to_lower=True, pattern=r"^[0-9a-f]{40}$")] | None = Field(
+        default=None, description="The tag's commit; default: the commit ai-how knows for that release."
+    )
+    repository: str = Field(
+        default="https://github.com/kubernetes-sigs/kubespray.git", description="Where to clone it from."
+    )
+    checkout: str | None = Field(
+        default=None,
+        description="An existing Kubespray checkout to use instead of cloning (its commit is verified).",
+    )
+
+
 class KubernetesConfig(Model):
-    version: Annotated[str, StringConstraints(pattern=r"^v?1\.\d+(\.\d+)?$")] = "1.28"
+    version: Annotated[str, StringConstraints(pattern=r"^v?1\.\d+(\.\d+)?$")] = Field(
+        default="1.35.4", description="Kubernetes version; must be one the Kubespray release installs."
+    )
     runtime: Literal["containerd", "cri-o"] = "containerd"
-    runtime_version: str | None = None
+    runtime_version: str | None = Field(
+        default=None, description="containerd version (default: Kubespray's)."
+    )
+    proxy_mode: Literal["ipvs", "iptables", "nftables"] = "ipvs"
+    node_prefix: Annotated[int, Field(ge=16, le=28)] = Field(
+        default=24, description="Pod subnet size per node (kube_network_node_prefix)."
+    )
+    nodelocaldns: StrictFlag = True
+    metrics_server: StrictFlag = True
+    helm: StrictFlag = True
+    etcd_nodes: list[str] = Field(
+        default_factory=list, description="VMs that run etcd (default: the control plane); an odd number."
+    )
+    kubespray: Kubespray = Field(default_factory=Kubespray)
     networking: KubeNetworking = Field(default_factory=KubeNetworking)
     ingress: Ingress = Field(default_factory=Ingress)
     storage: KubeStorage = Field(default_factory=KubeStorage)

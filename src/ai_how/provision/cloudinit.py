@@ -63,6 +63,11 @@ def user_data(
     return doc
 
 
+def network_config(mac: str) -> dict[str, Any]:
+    """Network config v2: the NIC with ``mac`` takes its address by DHCP (the network's static lease)."""
+    return {"version": 2, "ethernets": {"primary": {"match": {"macaddress": mac}, "dhcp4": True}}}
+
+
 def meta_data(*, instance_id: str, hostname: str) -> dict[str, Any]:
     """NoCloud meta-data: a new instance id makes cloud-init run its per-instance modules again."""
     return {"instance-id": instance_id, "local-hostname": hostname}
@@ -73,7 +78,14 @@ def dump_cloud_config(doc: Mapping[str, Any]) -> str:
     return "#cloud-config\n" + yaml.safe_dump(dict(doc), sort_keys=False, default_flow_style=False)
 
 
-def write_seed_iso(path: Path, *, user: Mapping[str, Any], meta: Mapping[str, Any], log_path: Path) -> None:
+def write_seed_iso(
+    path: Path,
+    *,
+    user: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    log_path: Path,
+    network: Mapping[str, Any] | None = None,
+) -> None:
     """Write a NoCloud seed ISO (volume label ``cidata``) with genisoimage, atomically.
 
     The same thing ``cloud-localds`` does; genisoimage is called directly so the one subprocess
@@ -89,6 +101,10 @@ def write_seed_iso(path: Path, *, user: Mapping[str, Any], meta: Mapping[str, An
         folder = Path(tmp)
         (folder / "user-data").write_text(dump_cloud_config(user), encoding="utf-8")
         (folder / "meta-data").write_text(yaml.safe_dump(dict(meta), sort_keys=False), encoding="utf-8")
+        files = [folder / "user-data", folder / "meta-data"]
+        if network is not None:
+            files.append(folder / "network-config")
+            files[-1].write_text(yaml.safe_dump(dict(network), sort_keys=False), encoding="utf-8")
         iso = folder / "seed.iso"
         done = run_logged(
             [
@@ -100,8 +116,7 @@ def write_seed_iso(path: Path, *, user: Mapping[str, Any], meta: Mapping[str, An
                 "cidata",
                 "-joliet",
                 "-rock",
-                str(folder / "user-data"),
-                str(folder / "meta-data"),
+                *map(str, files),
             ],
             log_path=log_path,
             timeout_s=60,

@@ -46,11 +46,28 @@ def conflicts(
     return found
 
 
-def claim(store: StateStore, side: ClusterSide, vm: str, addresses: Iterable[str]) -> None:
+def claim(
+    store: StateStore,
+    side: ClusterSide,
+    vm: str,
+    addresses: Iterable[str],
+    running: Callable[[Owner], bool],
+) -> Owner | None:
+    """Claim ``addresses`` for ``vm`` in one locked transaction; the other running owner if one holds
+    any of them (then nothing is claimed). A claim of a VM that no longer runs is taken over."""
     with store.transaction() as doc:
         table = doc.setdefault("gpu_owners", {})
-        for address in addresses:
+        wanted = list(addresses)
+        for address in wanted:
+            entry = table.get(address)
+            if entry is None or (entry["cluster"], entry["vm"]) == (side, vm):
+                continue
+            owner = Owner(address, entry["cluster"], entry["vm"])
+            if running(owner):
+                return owner
+        for address in wanted:
             table[address] = {"cluster": side, "vm": vm}
+    return None
 
 
 def release(store: StateStore, side: ClusterSide, vm: str | None = None) -> None:

@@ -15,26 +15,17 @@ from typing import Any
 
 from ai_how.config.findings import Finding, error, warning
 from ai_how.provision.journal import Journal, Resource
-from ai_how.provision.libvirt_conn import is_local_uri, is_test_uri, module, not_found
-from ai_how.provision.spec import ClusterDefinition, VMDefinition
+from ai_how.provision.libvirt_conn import is_local_uri, is_running, is_test_uri, lookup, module
+from ai_how.provision.spec import ClusterDefinition, VMDefinition, base_image_role
 
 SYS_CLASS_NET = Path("/sys/class/net")
 MEMINFO = Path("/proc/meminfo")
 GIB = 1024**3
 
 
-def _lookup(getter: Any, name: str) -> Any | None:
-    try:
-        return getter(name)
-    except Exception as exc:
-        if not_found(exc):
-            return None
-        raise
-
-
 def check_base_image(cluster: ClusterDefinition) -> Iterator[Finding]:
     if not cluster.base_image.is_file():
-        role = "hpc-base" if cluster.side == "hpc" else "cloud-base"
+        role = base_image_role(cluster.side)
         yield error(
             ("clusters", cluster.side, "base_image_path"),
             f"base image {cluster.base_image} does not exist",
@@ -47,7 +38,7 @@ def check_names_free(cluster: ClusterDefinition, conn: Any, journal: Journal) ->
     """A domain, network or pool with one of our names that ai-how did not create is never adopted."""
     ours = set(journal.entries())
     for vm in cluster.vms:
-        if Resource("domain", vm.name) not in ours and _lookup(conn.lookupByName, vm.name) is not None:
+        if Resource("domain", vm.name) not in ours and lookup(conn.lookupByName, vm.name) is not None:
             yield error(
                 (*vm.path, "name"),
                 f"a libvirt domain named {vm.name} already exists and was not created by ai-how",
@@ -55,16 +46,14 @@ def check_names_free(cluster: ClusterDefinition, conn: Any, journal: Journal) ->
                 "host.domain_exists",
             )
     side = ("clusters", cluster.side)
-    if Resource("network", cluster.network) not in ours and _lookup(
-        conn.networkLookupByName, cluster.network
-    ):
+    if Resource("network", cluster.network) not in ours and lookup(conn.networkLookupByName, cluster.network):
         yield error(
             (*side, "name"),
             f"a libvirt network named {cluster.network} already exists and was not created by ai-how",
             "rename the cluster, or remove that network (`virsh net-undefine`)",
             "host.network_exists",
         )
-    if Resource("pool", cluster.pool) not in ours and _lookup(conn.storagePoolLookupByName, cluster.pool):
+    if Resource("pool", cluster.pool) not in ours and lookup(conn.storagePoolLookupByName, cluster.pool):
         yield error(
             (*side, "name"),
             f"a libvirt storage pool named {cluster.pool} already exists and was not created by ai-how",
@@ -99,7 +88,7 @@ def _pci_findings(vm: VMDefinition, index: int, conn: Any) -> Iterator[Finding]:
     device = vm.hostdevs[index]
     path = (*vm.path, "pcie_passthrough", "devices", index, "pci_address")
     name = "pci_" + device.pci_address.replace(":", "_").replace(".", "_")
-    node = _lookup(conn.nodeDeviceLookupByName, name)
+    node = lookup(conn.nodeDeviceLookupByName, name)
     if node is None:
         yield error(
             path,
@@ -145,13 +134,8 @@ def available_memory_mib(conn: Any, uri: str) -> int:
     return int(conn.getFreeMemory()) // (1024 * 1024)
 
 
-def _running(conn: Any, name: str) -> bool:
-    domain = _lookup(conn.lookupByName, name)
-    return domain is not None and bool(domain.isActive())
-
-
 def check_capacity(cluster: ClusterDefinition, conn: Any, uri: str) -> Iterator[Finding]:
-    to_start = [vm for vm in cluster.vms if not _running(conn, vm.name)]
+    to_start = [vm for vm in cluster.vms if not is_running(conn, vm.name)]
     need = sum(vm.memory_mib for vm in to_start)
     have = available_memory_mib(conn, uri)
     if need > have:

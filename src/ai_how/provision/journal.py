@@ -13,13 +13,13 @@ from typing import Any, Literal
 from ai_how.config.topology import ClusterSide
 from ai_how.state.store import StateStore
 
-ResourceKind = Literal["network", "pool", "volume", "file", "domain"]
+ResourceKind = Literal["network", "pool", "volume", "domain"]
 
 
 @dataclass(frozen=True)
 class Resource:
     kind: ResourceKind
-    name: str  # network/pool/domain name, volume name, or file path
+    name: str  # network, pool, volume or domain name
     pool: str | None = None  # the pool of a volume
 
     def describe(self) -> str:

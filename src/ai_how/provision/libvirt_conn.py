@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ai_how.errors import AiHowError
@@ -73,3 +73,18 @@ def not_found(exc: Exception) -> bool:
         lv.VIR_ERR_NO_NODE_DEVICE,
     }
     return isinstance(exc, lv.libvirtError) and exc.get_error_code() in codes
+
+
+def lookup(getter: Callable[[str], Any], name: str) -> Any | None:
+    """``getter(name)`` (e.g. ``conn.lookupByName``), or None when libvirt says no such object."""
+    try:
+        return getter(name)
+    except Exception as exc:
+        if not_found(exc):
+            return None
+        raise
+
+
+def is_running(conn: Any, domain_name: str) -> bool:
+    domain = lookup(conn.lookupByName, domain_name)
+    return domain is not None and bool(domain.isActive())

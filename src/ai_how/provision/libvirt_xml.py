@@ -56,8 +56,20 @@ def pool_xml(cluster: ClusterDefinition) -> str:
     return _dump(root)
 
 
-def overlay_volume_xml(cluster: ClusterDefinition, vm: VMDefinition) -> str:
-    """A qcow2 overlay of ``disk_gb`` on the base image (copy-on-write: the base is never written)."""
+def raw_volume_xml(name: str, size_bytes: int) -> str:
+    """A raw volume of exactly ``size_bytes`` that ai-how then fills by upload (the base image, a seed)."""
+    root = ET.Element("volume", type="file")
+    _text(root, "name", name)
+    _text(root, "capacity", str(size_bytes), unit="bytes")
+    _text(root, "allocation", "0", unit="bytes")
+    target = ET.SubElement(root, "target")
+    ET.SubElement(target, "format", type="raw")
+    return _dump(root)
+
+
+def overlay_volume_xml(vm: VMDefinition, backing_path: str) -> str:
+    """A qcow2 overlay of ``disk_gb`` on the pool's copy of the base image (copy-on-write: the base is
+    never written)."""
     root = ET.Element("volume", type="file")
     _text(root, "name", vm.volume)
     _text(root, "capacity", str(vm.disk_gb * GIB), unit="bytes")
@@ -65,7 +77,7 @@ def overlay_volume_xml(cluster: ClusterDefinition, vm: VMDefinition) -> str:
     target = ET.SubElement(root, "target")
     ET.SubElement(target, "format", type="qcow2")
     backing = ET.SubElement(root, "backingStore")
-    _text(backing, "path", str(cluster.base_image))
+    _text(backing, "path", backing_path)
     ET.SubElement(backing, "format", type="qcow2")
     return _dump(root)
 
@@ -124,9 +136,9 @@ def domain_xml(cluster: ClusterDefinition, vm: VMDefinition, *, virt_type: VirtT
 
     # The seed is a read-only virtio disk, not a SATA CD-ROM: Debian's cloud kernel has no AHCI driver,
     # so a CD-ROM would be invisible and cloud-init would find no datasource (and not run at all).
-    seed = ET.SubElement(devices, "disk", type="file", device="disk")
+    seed = ET.SubElement(devices, "disk", type="volume", device="disk")
     ET.SubElement(seed, "driver", name="qemu", type="raw")
-    ET.SubElement(seed, "source", file=str(vm.seed))
+    ET.SubElement(seed, "source", pool=cluster.pool, volume=vm.seed_volume)
     ET.SubElement(seed, "target", dev="vdb", bus="virtio")
     ET.SubElement(seed, "readonly")
 

@@ -9,7 +9,9 @@ the journal names.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import shutil
+import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -21,11 +23,19 @@ from typing import Any
 from ai_how.config.findings import Finding
 from ai_how.errors import AiHowError
 from ai_how.failpoints import failpoint
+from ai_how.procs import run_logged
 from ai_how.provision import cloudinit, gpu_owners
 from ai_how.provision.hostcheck import preflight
 from ai_how.provision.journal import Journal, Resource
-from ai_how.provision.libvirt_conn import is_test_uri, module, not_found
-from ai_how.provision.libvirt_xml import VirtType, domain_xml, network_xml, overlay_volume_xml, pool_xml
+from ai_how.provision.libvirt_conn import is_running, is_test_uri, lookup, module
+from ai_how.provision.libvirt_xml import (
+    VirtType,
+    domain_xml,
+    network_xml,
+    overlay_volume_xml,
+    pool_xml,
+    raw_volume_xml,
+)
 from ai_how.provision.spec import ClusterDefinition, VMDefinition
 from ai_how.provision.ssh import ensure_key, wait_for_node
 from ai_how.state.store import StateStore
@@ -89,24 +99,20 @@ class ClusterLifecycle:
         self.libvirt = module()
 
     # ------------------------------------------------------------------ lookups
-    def _get(self, getter: Callable[[str], Any], name: str) -> Any | None:
-        try:
-            return getter(name)
-        except self.libvirt.libvirtError as exc:
-            if not_found(exc):
-                return None
-            raise
-
     def _domain(self, name: str) -> Any | None:
-        return self._get(self.conn.lookupByName, name)
+        return lookup(self.conn.lookupByName, name)
+
+    def _our_domain(self, name: str) -> Any | None:
+        """The domain ``name`` if ai-how created it (a same-named domain of someone else is never touched)."""
+        return self._domain(name) if self.journal.has(Resource("domain", name)) else None
 
     def _running(self, owner: gpu_owners.Owner) -> bool:
-        domain = self._domain(owner.vm)
-        return domain is not None and bool(domain.isActive())
+        return is_running(self.conn, owner.vm)
 
     # ------------------------------------------------------------------ start
     def check(self, *, virt_type: VirtType) -> list[Finding]:
         """Host checks and GPU ownership, before anything is created (raises when one fails)."""
+        self._check_same_cluster()
         findings = preflight(self.cluster, self.conn, self.journal, uri=self.uri, virt_type=virt_type)
         if any(f.severity == "error" for f in findings):
             raise PreflightFailed(findings)
@@ -119,6 +125,32 @@ class ClusterLifecycle:
                 fix=f"stop the {owner.cluster} cluster first: `ai-how {owner.cluster} stop CONFIG`",
             )
         return findings
+
+    def _check_same_cluster(self) -> None:
+        """A side's journal belongs to one cluster on one libvirt URI and pool: never mix two."""
+        if not self.journal.entries():
+            return
+        recorded = self.journal.info()
+        c = self.cluster
+        for what, mine, theirs, fix in (
+            ("cluster", c.name, recorded.get("name"), f"destroy it first: `ai-how {c.side} destroy CONFIG`"),
+            (
+                "libvirt URI",
+                self.uri,
+                recorded.get("uri"),
+                f"pass --uri {recorded.get('uri')} (or destroy first)",
+            ),
+            (
+                "pool folder",
+                str(c.pool_dir),
+                recorded.get("pool_dir"),
+                f"pass --pool-dir {recorded.get('pool_dir')}",
+            ),
+        ):
+            if theirs is not None and mine != theirs:
+                raise AiHowError(
+                    f"the {c.side} cluster ai-how created uses {what} {theirs}, not {mine}", fix=fix
+                )
 
     def start(self, *, virt_type: VirtType, wait: bool = True, timeout_s: float = 900) -> list[VMStatus]:
         self.check(virt_type=virt_type)
@@ -136,13 +168,20 @@ class ClusterLifecycle:
                 comment=f"ai-how@{self.cluster.name}",
                 log_path=self.cluster.log_dir / "ssh-keygen.log",
             )
-            self._ensure_network(created)
-            self._ensure_pool(created)
-            for vm in self.cluster.vms:
-                self._ensure_vm(vm, public_key, virt_type, created)
-            for vm in self.cluster.vms:
-                if self._boot(vm):
-                    booted.append(vm.name)
+            try:
+                self._ensure_network(created)
+                self._ensure_pool(created)
+                backing = self._ensure_base(created)
+                for vm in self.cluster.vms:
+                    self._ensure_vm(vm, public_key, backing, virt_type, created)
+                for vm in self.cluster.vms:
+                    if self._boot(vm):
+                        booted.append(vm.name)
+            except self.libvirt.libvirtError as exc:
+                raise AiHowError(
+                    f"libvirt refused: {exc.get_error_message()}",
+                    fix="fix the cause named above; everything this start created was removed",
+                ) from None
             if wait:
                 self._wait(timeout_s)
         except BaseException as exc:
@@ -161,7 +200,7 @@ class ClusterLifecycle:
 
     def _ensure_network(self, created: list[Resource]) -> None:
         c = self.cluster
-        network = self._get(self.conn.networkLookupByName, c.network)
+        network = lookup(self.conn.networkLookupByName, c.network)
         if network is None:
             resource = Resource("network", c.network)
             self._create(resource, created, lambda: self.conn.networkDefineXML(network_xml(c)))
@@ -189,7 +228,7 @@ class ClusterLifecycle:
 
     def _ensure_pool(self, created: list[Resource]) -> None:
         c = self.cluster
-        pool = self._get(self.conn.storagePoolLookupByName, c.pool)
+        pool = lookup(self.conn.storagePoolLookupByName, c.pool)
         if pool is None:
 
             def make() -> None:
@@ -202,28 +241,60 @@ class ClusterLifecycle:
         if not pool.isActive():
             pool.create()
 
+    def _upload(self, volume: Any, path: Path) -> None:
+        """Stream a local file into a volume (libvirt writes it, so the pool's owner and modes stay)."""
+        if is_test_uri(self.uri):
+            return  # the test driver keeps no volume contents
+        size = path.stat().st_size
+        stream = self.conn.newStream(0)
+        volume.upload(stream, 0, size, 0)
+        with path.open("rb") as handle:
+            stream.sendAll(lambda _stream, nbytes, fh: fh.read(nbytes), handle)
+        stream.finish()
+
+    def _base_volume_name(self) -> str:
+        """The pool's copy of the base image, named by the image file's identity (path, size, mtime):
+        a rebuilt image is copied anew and never swapped under existing overlays."""
+        info = self.cluster.base_image.stat()
+        key = f"{self.cluster.base_image}|{info.st_size}|{info.st_mtime_ns}"
+        return f"base-{hashlib.sha256(key.encode()).hexdigest()[:12]}.qcow2"
+
+    def _ensure_base(self, created: list[Resource]) -> str:
+        """Copy the base image into the pool once (QEMU then reads only pool files); its path."""
+        c = self.cluster
+        pool = self.conn.storagePoolLookupByName(c.pool)
+        name = self._base_volume_name()
+        volume = lookup(pool.storageVolLookupByName, name)
+        if volume is None:
+            size = c.base_image.stat().st_size
+
+            def make() -> None:
+                self.progress(
+                    f"copying the base image {c.base_image} ({size / 1024**2:.0f} MiB) into {c.pool}"
+                )
+                self._upload(pool.createXML(raw_volume_xml(name, size), 0), c.base_image)
+
+            self._create(Resource("volume", name, pool=c.pool), created, make)
+            volume = pool.storageVolLookupByName(name)
+        return str(volume.path())
+
     def _ensure_vm(
-        self, vm: VMDefinition, public_key: str, virt_type: VirtType, created: list[Resource]
+        self, vm: VMDefinition, public_key: str, backing: str, virt_type: VirtType, created: list[Resource]
     ) -> None:
         c = self.cluster
         pool = self.conn.storagePoolLookupByName(c.pool)
-        if self._get(pool.storageVolLookupByName, vm.volume) is None:
+        if lookup(pool.storageVolLookupByName, vm.volume) is None:
             self._create(
                 Resource("volume", vm.volume, pool=c.pool),
                 created,
-                lambda: pool.createXML(overlay_volume_xml(c, vm), 0),
+                lambda: pool.createXML(overlay_volume_xml(vm, backing), 0),
             )
-        if not vm.seed.is_file():
-
-            def write_seed() -> None:
-                cloudinit.write_seed_iso(
-                    vm.seed,
-                    user=cloudinit.user_data(hostname=vm.name, ssh_public_keys=[public_key]),
-                    meta=cloudinit.meta_data(instance_id=f"{vm.name}-{uuid.uuid4()}", hostname=vm.name),
-                    log_path=c.log_dir / "seed.log",
-                )
-
-            self._create(Resource("file", str(vm.seed)), created, write_seed)
+        if lookup(pool.storageVolLookupByName, vm.seed_volume) is None:
+            self._create(
+                Resource("volume", vm.seed_volume, pool=c.pool),
+                created,
+                lambda: self._write_seed(pool, vm, public_key),
+            )
         if self._domain(vm.name) is None:
             self._create(
                 Resource("domain", vm.name),
@@ -231,13 +302,33 @@ class ClusterLifecycle:
                 lambda: self.conn.defineXML(domain_xml(c, vm, virt_type=virt_type)),
             )
 
+    def _write_seed(self, pool: Any, vm: VMDefinition, public_key: str) -> None:
+        c = self.cluster
+        with tempfile.TemporaryDirectory(prefix="ai-how-seed-") as tmp:
+            iso = Path(tmp) / vm.seed_volume
+            cloudinit.write_seed_iso(
+                iso,
+                user=cloudinit.user_data(hostname=vm.name, ssh_public_keys=[public_key]),
+                meta=cloudinit.meta_data(instance_id=f"{vm.name}-{uuid.uuid4()}", hostname=vm.name),
+                network=cloudinit.network_config(vm.mac),
+                log_path=c.log_dir / "seed.log",
+            )
+            volume = pool.createXML(raw_volume_xml(vm.seed_volume, iso.stat().st_size), 0)
+            self._upload(volume, iso)
+
     def _boot(self, vm: VMDefinition) -> bool:
         """Start the VM if it is not running (claiming its GPUs first); whether it was started now."""
         domain = self.conn.lookupByName(vm.name)
         if domain.isActive():
             return False
         addresses = [d.pci_address for d in vm.gpus]
-        gpu_owners.claim(self.store, self.cluster.side, vm.name, addresses)
+        taken = gpu_owners.claim(self.store, self.cluster.side, vm.name, addresses, self._running)
+        if taken is not None:
+            raise AiHowError(
+                f"GPU {taken.pci_address} of {self.cluster.side}/{vm.name} was taken meanwhile by the running "
+                f"VM {taken.holder}",
+                fix=f"stop the {taken.cluster} cluster first: `ai-how {taken.cluster} stop CONFIG`",
+            )
         try:
             domain.create()
         except BaseException:
@@ -295,16 +386,15 @@ class ClusterLifecycle:
                         lv.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | lv.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
                     )
                 gpu_owners.release(self.store, self.cluster.side, resource.name)
+                self._forget_host_key(resource.name)
             elif resource.kind == "volume":
-                pool = self._get(self.conn.storagePoolLookupByName, resource.pool or "")
-                volume = self._get(pool.storageVolLookupByName, resource.name) if pool is not None else None
+                pool = lookup(self.conn.storagePoolLookupByName, resource.pool or "")
+                volume = lookup(pool.storageVolLookupByName, resource.name) if pool is not None else None
                 if volume is not None:
                     volume.delete(0)
-            elif resource.kind == "file":
-                self._remove_file(Path(resource.name))
             elif resource.kind == "pool":
                 self._keep_console_logs()
-                pool = self._get(self.conn.storagePoolLookupByName, resource.name)
+                pool = lookup(self.conn.storagePoolLookupByName, resource.name)
                 if pool is not None:
                     if pool.isActive():
                         pool.destroy()
@@ -313,28 +403,42 @@ class ClusterLifecycle:
                             pool.delete(0)
                     pool.undefine()
             elif resource.kind == "network":
-                network = self._get(self.conn.networkLookupByName, resource.name)
+                network = lookup(self.conn.networkLookupByName, resource.name)
                 if network is not None:
                     if network.isActive():
                         network.destroy()
                     network.undefine()
-        except lv.libvirtError as exc:
+        except (lv.libvirtError, OSError) as exc:
+            reason = exc.get_error_message() if isinstance(exc, lv.libvirtError) else str(exc)
             raise AiHowError(
-                f"could not remove {resource.describe()}: {exc.get_error_message()}",
+                f"could not remove {resource.describe()}: {reason}",
                 fix="fix the cause and run `destroy` again (the journal still lists what is left)",
             ) from None
         self.journal.forget(resource)
         self.progress(f"removed {resource.describe()}")
 
-    def _remove_file(self, path: Path) -> None:
-        path.unlink(missing_ok=True)
+    def _forget_host_key(self, vm_name: str) -> None:
+        """A removed VM's host key leaves known_hosts: the next VM at that address has a new one."""
+        vm = next((v for v in self.cluster.vms if v.name == vm_name), None)
+        known = self.cluster.known_hosts
+        if vm is None or not known.is_file():
+            return
+        run_logged(
+            ["ssh-keygen", "-R", str(vm.ip_address), "-f", str(known)],
+            log_path=self.cluster.log_dir / "ssh-keygen.log",
+            timeout_s=30,
+        )
 
     def _keep_console_logs(self) -> None:
-        """QEMU's serial logs move out of the pool folder (so it can go) into the cluster's logs."""
+        """A copy of each VM's serial console log in the cluster's logs, for post-mortems (best effort)."""
         for vm in self.cluster.vms:
-            if vm.console_log.is_file():
-                self.cluster.log_dir.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(vm.console_log), self.cluster.log_dir / vm.console_log.name)
+            target = self.cluster.log_dir / vm.console_log.name
+            if vm.console_log.is_file() and vm.console_log != target:
+                try:
+                    self.cluster.log_dir.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(vm.console_log, target)
+                except OSError as exc:
+                    self.progress(f"could not keep {vm.console_log}: {exc.strerror}")
 
     def destroy(self) -> list[Resource]:
         """Remove everything the journal names, newest first; returns what was removed."""
@@ -348,7 +452,9 @@ class ClusterLifecycle:
     # ------------------------------------------------------------------ stop / status
     def stop(self, *, timeout_s: float = 120) -> list[str]:
         """Shut every running VM down through ACPI; after ``timeout_s`` force off the ones still up."""
-        running = [d for vm in self.cluster.vms if (d := self._domain(vm.name)) is not None and d.isActive()]
+        running = [
+            d for vm in self.cluster.vms if (d := self._our_domain(vm.name)) is not None and d.isActive()
+        ]
         for domain in running:
             self.progress(f"shutting down {domain.name()}")
             with contextlib.suppress(self.libvirt.libvirtError):
@@ -367,7 +473,7 @@ class ClusterLifecycle:
     def status(self) -> list[VMStatus]:
         rows = []
         for vm in self.cluster.vms:
-            domain = self._domain(vm.name) if self.journal.has(Resource("domain", vm.name)) else None
+            domain = self._our_domain(vm.name)
             state = "not created" if domain is None else _STATES.get(domain.state()[0], "unknown")
             rows.append(
                 VMStatus(
@@ -388,6 +494,7 @@ class ClusterLifecycle:
         c = self.cluster
         parts = [f"<!-- network {c.network} -->\n{network_xml(c)}", f"<!-- pool {c.pool} -->\n{pool_xml(c)}"]
         for vm in c.vms:
-            parts.append(f"<!-- volume {vm.volume} -->\n{overlay_volume_xml(c, vm)}")
+            backing = str(c.pool_dir / "base-<image id>.qcow2")
+            parts.append(f"<!-- volume {vm.volume} -->\n{overlay_volume_xml(vm, backing)}")
             parts.append(f"<!-- domain {vm.name} -->\n{domain_xml(c, vm, virt_type=virt_type)}")
         return "\n".join(parts)

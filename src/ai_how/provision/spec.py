@@ -22,6 +22,7 @@ from ai_how.layout import Layout
 NAME_PREFIX = "aihow"
 METADATA_NS = "https://ai-how.dev/xmlns/libvirt/1"
 METADATA_PREFIX = "aihow"
+SYSTEM_LOG_DIR = Path("/var/log/libvirt/qemu")
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,8 @@ class VMDefinition:
     mac: str
     hostdevs: tuple[PCIeDevice, ...]
     volume: str  # the qcow2 overlay's name in the cluster's pool
-    seed: Path  # the NoCloud seed ISO (in the pool folder: QEMU must read it)
-    console_log: Path  # the serial console, written by QEMU (in the pool folder too)
+    seed_volume: str  # the NoCloud seed ISO, a raw volume in the pool (libvirt owns the pool's files)
+    console_log: Path  # the serial console, written by QEMU
     path: YamlPath  # where the VM is in the config (for findings)
 
     @property
@@ -55,8 +56,8 @@ class ClusterDefinition:
     gateway: IPv4Address
     nameservers: tuple[IPv4Address, ...]
     pool: str  # libvirt storage pool name
-    pool_dir: Path  # overlays, seeds and console logs: everything QEMU itself opens
-    base_image: Path
+    pool_dir: Path  # the base image's copy, overlays and seeds: every disk QEMU opens
+    base_image: Path  # the built image on the host; start copies it into the pool once
     workdir: Path  # ai-how's own files for this cluster: SSH key, known_hosts, logs, playbooks
     vms: tuple[VMDefinition, ...]
 
@@ -79,11 +80,16 @@ def mac_address(cluster: str, vm: str) -> str:
     return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
 
 
+def base_image_role(side: ClusterSide) -> str:
+    """The ``ai-how image build`` role whose image a cluster side boots."""
+    return "hpc-base" if side == "hpc" else "cloud-base"
+
+
 def resolve_base_image(loaded: LoadedConfig, side: ClusterSide) -> Path:
     """The cluster's ``base_image_path``: relative paths are relative to the config file's folder."""
     cluster = getattr(loaded.config.clusters, side)
     field = f"clusters.{side}.base_image_path"
-    role = "hpc-base" if side == "hpc" else "cloud-base"
+    role = base_image_role(side)
     if cluster is None or cluster.base_image_path is None:
         raise AiHowError(
             f"{loaded.path}: {field} is not set",
@@ -123,6 +129,8 @@ def cluster_definition(
         )
     workdir = layout.cluster_dir(side)
     pool_dir = (pool_dir or default_pool_dir(uri, cluster.name, layout, side)).expanduser().resolve()
+    # QEMU of the system daemon writes where libvirt keeps its own guest logs; others in our state dir.
+    console_dir = SYSTEM_LOG_DIR if uri.startswith("qemu:///system") else workdir / "logs"
     vms = tuple(
         VMDefinition(
             name=vm.name,
@@ -134,8 +142,8 @@ def cluster_definition(
             mac=mac_address(cluster.name, vm.name),
             hostdevs=tuple(vm.spec.passthrough_devices),
             volume=f"{vm.name}.qcow2",
-            seed=pool_dir / f"{vm.name}-seed.iso",
-            console_log=pool_dir / f"{vm.name}-console.log",
+            seed_volume=f"{vm.name}-seed.iso",
+            console_log=console_dir / f"{vm.name}-console.log",
             path=vm.path,
         )
         for vm in records

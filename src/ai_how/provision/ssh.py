@@ -8,26 +8,46 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from ai_how.errors import AiHowError
+from ai_how.fsutil import atomic_write_text
 from ai_how.procs import port_open, run_logged
 from ai_how.provision.cloudinit import ADMIN_USER
 
 
 def ensure_key(private: Path, *, comment: str, log_path: Path) -> str:
-    """The cluster's ed25519 key pair (created once, private part 0600); returns the public key line."""
+    """The cluster's ed25519 key pair (created once, private part 0600); returns the public key line.
+
+    A lost ``.pub`` is derived again from the private key: the VMs only accept the key they were
+    seeded with, so an existing private key is never replaced.
+    """
     public = private.with_name(private.name + ".pub")
-    if not (private.is_file() and public.is_file()):
+    if private.is_file():
+        private.chmod(0o600)
+        if not public.is_file():
+            _keygen(["ssh-keygen", "-y", "-f", str(private)], log_path, private, capture=public)
+    else:
         private.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for stale in (private, public):
-            stale.unlink(missing_ok=True)
-        done = run_logged(
+        public.unlink(missing_ok=True)
+        _keygen(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(private)],
-            log_path=log_path,
-            timeout_s=30,
+            log_path,
+            private,
         )
-        if done.returncode != 0:
-            raise AiHowError(f"ssh-keygen could not create {private}", fix=f"see {log_path}")
-    private.chmod(0o600)
     return public.read_text(encoding="utf-8").strip()
+
+
+def _keygen(cmd: list[str], log_path: Path, private: Path, *, capture: Path | None = None) -> None:
+    lines: list[str] = []
+    done = run_logged(cmd, log_path=log_path, timeout_s=30, on_line=lines.append)
+    ok = done.returncode == 0
+    if capture is not None:  # `ssh-keygen -y` prints the public key (never the private one)
+        public = next((line for line in lines if line.startswith("ssh-")), None)
+        ok = ok and public is not None
+        if public is not None:
+            atomic_write_text(capture, public + "\n")
+    if not ok:
+        raise AiHowError(
+            f"ssh-keygen could not use {private}", fix=f"see {log_path}, or remove {private.parent}"
+        )
 
 
 def ssh_options(*, known_hosts: Path, connect_timeout_s: int = 10) -> list[str]:

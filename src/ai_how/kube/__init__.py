@@ -1,0 +1,1 @@
+"""Kubernetes on the cloud VMs: Kubespray bring-up, GPU operator, cluster health."""

@@ -1,0 +1,1 @@
+"""Kubespray: the inventory and group_vars from the config, obtaining it, and running cluster.yml."""
