@@ -19,9 +19,9 @@ from ai_how.kube.gpu_operator import (
     GPU_OPERATOR_REPO,
     gpu_operator_install_command,
     gpu_operator_values,
-    helm_install_command,
     time_slicing_configmap,
 )
+from ai_how.kube.helm import helm_install_command
 from tests.conftest import REPO
 
 CHART_DEFAULTS = (

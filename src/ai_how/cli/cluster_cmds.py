@@ -189,13 +189,22 @@ def make_app(side: ClusterSide) -> typer.Typer:
         """Each VM's state, IP, resources and GPUs. Exit 1 unless every VM is running."""
         with _lifecycle(ctx, config, side, uri, quiet=True) as life:
             rows = life.status()
-            _show(
-                side,
-                rows,
-                as_json,
-                {"name": life.cluster.name, "uri": life.uri, "gpu_owners": _owners_json(ctx)},
-            )
-        if not all(r.state == "running" for r in rows):
+            extra: dict[str, Any] = {
+                "name": life.cluster.name,
+                "uri": life.uri,
+                "gpu_owners": _owners_json(ctx),
+            }
+            health: Any = None
+            if side == "cloud" and all(r.state == "running" for r in rows):
+                health = _kubernetes_health(ctx, config)
+                extra["kubernetes"] = health if isinstance(health, dict) else health and health.to_json()
+            _show(side, rows, as_json, extra)
+        if isinstance(health, dict) and not as_json:
+            render.error_line(f"Kubernetes: {health['error']}", health["fix"])
+        elif health is not None and not as_json:
+            _show_health(health, False)
+        kube_ok = health is None or (not isinstance(health, dict) and health.healthy)
+        if not all(r.state == "running" for r in rows) or not kube_ok:
             raise typer.Exit(1)
 
     @app.command("destroy")
@@ -224,7 +233,118 @@ def make_app(side: ClusterSide) -> typer.Typer:
             else:
                 render.console.print(f"destroyed the {side} cluster: removed {len(removed)} objects")
 
+    if side == "cloud":
+        _add_kubernetes_commands(app)
     return app
+
+
+def _add_kubernetes_commands(app: typer.Typer) -> None:
+    @app.command("deploy")
+    def deploy(
+        ctx: typer.Context,
+        config: ConfigArg,
+        uri: UriOpt = None,
+        tags: Annotated[
+            list[str] | None, typer.Option("--tags", help="Kubespray tags to run (experts; repeatable).")
+        ] = None,
+        limit: Annotated[str | None, typer.Option("--limit", help="Kubespray --limit (experts).")] = None,
+        driver_in_image: Annotated[
+            bool,
+            typer.Option(
+                "--driver-in-image/--install-driver",
+                help="Whether the VMs' image already has NVIDIA's driver (else the GPU Operator installs it).",
+            ),
+        ] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Build Kubernetes on the running cloud VMs with Kubespray (pinned release, its own venv), fetch
+        the admin kubeconfig, wait for every node Ready, apply labels/taints, install the ingress
+        controller and the GPU Operator, and show the cluster's health. Safe to re-run."""
+        from ai_how.kube.deploy import deploy as run_deploy
+
+        with _lifecycle(ctx, config, "cloud", uri, quiet=as_json) as life:
+            down = [r.name for r in life.status() if r.state != "running"]
+            if down:
+                raise AiHowError(
+                    f"the cloud VMs are not all running ({', '.join(down)})",
+                    fix=f"start them first: `ai-how cloud start {config}`",
+                )
+            loaded = load_valid_config(ctx, config)
+            health = run_deploy(
+                loaded,
+                life.cluster,
+                Layout(ctx.obj.state_dir),
+                tags=tags,
+                limit=limit,
+                driver_in_image=driver_in_image,
+                progress=_progress(as_json),
+            )
+        _show_health(health, as_json)
+        if not health.healthy:
+            raise typer.Exit(1)
+
+    @app.command("kubeconfig")
+    def kubeconfig(
+        ctx: typer.Context,
+        config: ConfigArg,
+        merge: Annotated[
+            bool, typer.Option("--merge", help="Merge it into ~/.kube/config (a backup is kept) instead.")
+        ] = False,
+    ) -> None:
+        """Print the path of the cloud cluster's admin kubeconfig (`export KUBECONFIG=$(ai-how cloud
+        kubeconfig CONFIG)`), or merge it into ~/.kube/config."""
+        from ai_how.kube.deploy import kubeconfig_path
+        from ai_how.kube.kubeconfig import merge_into
+
+        loaded = load_valid_config(ctx, config)
+        path = kubeconfig_path(loaded.config, Layout(ctx.obj.state_dir))
+        if not path.is_file():
+            raise AiHowError(f"{path} does not exist", fix=f"run `ai-how cloud deploy {config}` first")
+        if merge:
+            target = merge_into(path, Path("~/.kube/config").expanduser())
+            render.console.print(f"merged into {target}")
+        else:
+            typer.echo(str(path))
+
+
+def _kubernetes_health(ctx: typer.Context, config: Path) -> Any:
+    """The cluster's health when ai-how has its kubeconfig (after `cloud deploy`): a ClusterHealth,
+    None before deploy, or {"error", "fix"} when the API server cannot be asked."""
+    from ai_how.kube.deploy import kubeconfig_path
+    from ai_how.kube.health import cluster_health
+
+    path = kubeconfig_path(load_valid_config(ctx, config).config, Layout(ctx.obj.state_dir))
+    if not path.is_file():
+        return None  # Kubernetes not deployed yet: the VMs are all there is to show
+    try:
+        return cluster_health(path)
+    except AiHowError as exc:
+        return {"error": exc.message, "fix": exc.fix}
+
+
+def _show_health(health: Any, as_json: bool) -> None:
+    if as_json:
+        render.print_json(health.to_json())
+        return
+    table = Table(title=f"Kubernetes {health.server_version} at {health.server}", title_justify="left")
+    for column in ("node", "ready", "roles", "kubelet", "GPUs"):
+        table.add_column(column)
+    for node in health.nodes:
+        ready = (
+            "[green]Ready[/green]" if node.ready else f"[red]NotReady[/red] {escape(node.ready_reason or '')}"
+        )
+        table.add_row(
+            escape(node.name),
+            ready,
+            ",".join(node.roles) or "-",
+            node.kubelet_version,
+            f"{node.gpus_allocatable}/{node.gpus_capacity}",
+        )
+    render.console.print(table)
+    for problem in health.problems():
+        render.console.print(f"[red]✗[/red] {escape(problem)}")
+    if health.healthy:
+        render.console.print("[green]cluster healthy[/green]")
 
 
 def _configure_hpc(

@@ -164,7 +164,7 @@ def _fix_for(err: Any, path: YamlPath) -> tuple[str, str]:
     if kind == "list_type":
         return f"expected a list, got {_shown(value)}", "write a YAML list ('- item' lines or [a, b])"
     if kind in ("bool_type", "bool_parsing"):
-        return f"expected true or false, got {_shown(value)}", "write true or false"
+        return f"expected true or false, got {_shown(value)}", "write true or false, without quotes"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"expected a whole number, got {_shown(value)}", "write a whole number"
     if kind in ("greater_than", "greater_than_equal", "less_than_equal", "less_than"):

@@ -15,6 +15,7 @@ from pathlib import Path
 from ai_how.config.envexpand import YamlPath
 from ai_how.config.findings import Finding, Severity, error, info, warning
 from ai_how.config.host import HostResources, host_resources
+from ai_how.config.kube_checks import check_kubespray
 from ai_how.config.loader import LoadedConfig
 from ai_how.config.models import ClusterConfig, PCIeDevice
 from ai_how.config.plan import ResourcePlan, build_plan, device_label
@@ -416,6 +417,12 @@ def check_kubernetes(ctx: ValidationContext) -> Iterator[Finding]:
         )
 
 
+def check_kubespray_settings(ctx: ValidationContext) -> Iterator[Finding]:
+    cloud = ctx.config.clusters.cloud
+    if cloud is not None:
+        yield from check_kubespray(cloud, {vm.name for vm in ctx.vms if vm.cluster == "cloud"})
+
+
 def check_mlops(ctx: ValidationContext) -> Iterator[Finding]:
     mlops = ctx.config.mlops
     if mlops.mlflow.backend_store.type == "postgresql" and not mlops.postgresql.enabled:
@@ -490,6 +497,7 @@ RULES: list[Rule] = [
     check_capacity,
     check_slurm,
     check_kubernetes,
+    check_kubespray_settings,
     check_mlops,
 ]
 

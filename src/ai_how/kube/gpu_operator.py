@@ -30,6 +30,7 @@ import yaml
 
 from ai_how.config.models import ClusterConfig, GpuOperator, Taint
 from ai_how.errors import AiHowError
+from ai_how.kube.helm import HelmChart, chart_install_command
 
 GPU_OPERATOR_CHART = "gpu-operator"
 GPU_OPERATOR_CHART_VERSION = "v26.7.0"
@@ -169,38 +170,15 @@ def gpu_operator_values(
     return values
 
 
-def helm_install_command(
-    release: str,
-    chart: str,
-    version: str,
-    namespace: str,
-    values_path: str,
-    repo: str,
-    *,
-    kubeconfig: str | None = None,
-    timeout: str = "15m",
-) -> list[str]:
-    """argv of an idempotent ``helm upgrade --install`` (run on the control plane, where Kubespray's
-    ``helm_enabled: true`` put helm 3): ``--repo`` fetches the chart without a ``helm repo add`` left
-    behind, ``--wait --atomic`` rolls a failed install back, ``--create-namespace`` makes a first run work.
-    ``values_path`` and ``kubeconfig`` are paths on the machine that runs it (e.g. /etc/kubernetes/admin.conf).
-    """
-    argv = ["helm", "upgrade", "--install", release, chart, "--repo", repo, "--version", version]
-    argv += ["--namespace", namespace, "--create-namespace", "--values", values_path]
-    argv += ["--wait", "--atomic", "--timeout", timeout]
-    if kubeconfig:
-        argv += ["--kubeconfig", kubeconfig]
-    return argv
+GPU_OPERATOR = HelmChart(
+    GPU_OPERATOR_RELEASE,
+    GPU_OPERATOR_CHART,
+    GPU_OPERATOR_CHART_VERSION,
+    GPU_OPERATOR_REPO,
+    GPU_OPERATOR_NAMESPACE,
+)
 
 
 def gpu_operator_install_command(values_path: str, *, kubeconfig: str | None = None) -> list[str]:
-    """``helm_install_command`` for the pinned GPU Operator release."""
-    return helm_install_command(
-        GPU_OPERATOR_RELEASE,
-        GPU_OPERATOR_CHART,
-        GPU_OPERATOR_CHART_VERSION,
-        GPU_OPERATOR_NAMESPACE,
-        values_path,
-        GPU_OPERATOR_REPO,
-        kubeconfig=kubeconfig,
-    )
+    """The helm command for the pinned GPU Operator release."""
+    return chart_install_command(GPU_OPERATOR, values_path, kubeconfig=kubeconfig)
