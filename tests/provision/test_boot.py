@@ -19,7 +19,7 @@ import pytest
 
 from tests.services import AI_HOW
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # image build + a TCG boot
 
 SUBNET = "10.123.0"
 VM = "boot-ctl"
