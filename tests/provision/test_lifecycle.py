@@ -362,3 +362,14 @@ def test_a_gpu_claim_never_overwrites_a_running_owner(make: Factory, example: di
     taken = gpu_owners.claim(hpc.store, "cloud", "gpu-worker-1", ["0000:65:00.0"], hpc._running)
     assert taken is not None and taken.holder == "hpc/hpc-compute-01"
     assert [o.holder for o in gpu_owners.owners(hpc.store)] == ["hpc/hpc-compute-01"]
+
+
+def test_status_shows_the_vm_as_defined_not_as_the_edited_config(
+    make: Factory, example: dict[str, Any]
+) -> None:
+    make(example, "hpc").start(virt_type="test")
+    edited = copy.deepcopy(example)
+    edited["clusters"]["hpc"]["controller"]["cpu_cores"] = 2
+    rows = {r.name: r for r in make(edited, "hpc").status()}
+    assert rows["hpc-controller"].cpu_cores == 4  # the running domain still has 4 vCPUs
+    assert rows["hpc-compute-01"].memory_gb == 32 and rows["hpc-compute-01"].gpus == ["RTX A6000"]

@@ -471,23 +471,40 @@ class ClusterLifecycle:
         return [d.name() for d in running]
 
     def status(self) -> list[VMStatus]:
+        """Each VM as libvirt defines it (vCPUs, RAM and PCI devices from the domain, which may predate a
+        config edit), or as the config asks while it is not created."""
         rows = []
         for vm in self.cluster.vms:
             domain = self._our_domain(vm.name)
-            state = "not created" if domain is None else _STATES.get(domain.state()[0], "unknown")
-            rows.append(
-                VMStatus(
-                    name=vm.name,
-                    role=vm.role,
-                    state=state,
-                    ip_address=str(vm.ip_address),
-                    cpu_cores=vm.cpu_cores,
-                    memory_gb=vm.memory_mib / 1024,
-                    disk_gb=vm.disk_gb,
-                    gpus=[d.label or d.pci_address for d in vm.gpus],
-                )
+            row = VMStatus(
+                name=vm.name,
+                role=vm.role,
+                state="not created" if domain is None else _STATES.get(domain.state()[0], "unknown"),
+                ip_address=str(vm.ip_address),
+                cpu_cores=vm.cpu_cores,
+                memory_gb=vm.memory_mib / 1024,
+                disk_gb=vm.disk_gb,
+                gpus=[d.label or d.pci_address for d in vm.gpus],
             )
+            if domain is not None:
+                self._as_defined(row, vm, ET.fromstring(domain.XMLDesc()))
+            rows.append(row)
         return rows
+
+    @staticmethod
+    def _as_defined(row: VMStatus, vm: VMDefinition, xml: ET.Element) -> None:
+        row.cpu_cores = int(xml.findtext("vcpu") or row.cpu_cores)
+        memory = xml.find("memory")
+        if memory is not None and memory.text and memory.get("unit", "KiB") == "KiB":
+            row.memory_gb = int(memory.text) / 1024**2
+        labels = {d.pci_address: d.label or d.pci_address for d in vm.gpus}
+        row.gpus = []
+        for address in xml.iterfind("devices/hostdev[@type='pci']/source/address"):
+            pci = "{:04x}:{:02x}:{:02x}.{:x}".format(
+                *(int(address.get(k, "0"), 16) for k in ("domain", "bus", "slot", "function"))
+            )
+            if pci in labels:
+                row.gpus.append(labels[pci])
 
     def dry_run(self, *, virt_type: VirtType) -> str:
         """The XML ``start`` would define, in order: network, pool, then each VM's volume and domain."""
