@@ -51,6 +51,7 @@ from ai_how.state.store import StateStore
 
 READY_TIMEOUT_S = 180.0
 SWITCH_TIMEOUT_S = 30.0
+DRAIN_S = 1.0  # how long a replaced server answers with `Connection: close` before it stops
 STATE_DOC = "serving/local"
 LOCK = "deploy/local"
 
@@ -437,6 +438,9 @@ class LocalDeployer:
                 kept = f"; {describe(previous.models)} {'keeps' if len(previous.models) == 1 else 'keep'} serving"
             raise DeployError(f"the switch to {change} failed: {exc}{kept}") from None
         if previous is not None:
+            # The previous server hands its clients over before it stops (serving/draining.py).
+            if signal_daemon(Path(previous.pidfile), signal.SIGUSR2):
+                time.sleep(DRAIN_S)
             stop_daemon(Path(previous.pidfile))
 
     # -- removal

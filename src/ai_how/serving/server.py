@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ai_how.serving.draining import Draining
 from ai_how.serving.headers import NAME_HEADER, VERSION_HEADER
 
 EXIT_FETCH, EXIT_LOAD = 3, 4
@@ -233,7 +234,7 @@ def production_socket(host: str, port: int, attempts: int = 50) -> socket.socket
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def listen_production(app: Any, host: str, port: int) -> None:
+async def listen_production(app: Any, host: str, port: int, draining: Draining | None = None) -> None:
     """Serve the same app on the production port too (a second uvicorn server in this event loop)."""
     import uvicorn
 
@@ -244,7 +245,10 @@ async def listen_production(app: Any, host: str, port: int) -> None:
         return
     config = uvicorn.Config(app, lifespan="off", log_config=None, timeout_graceful_shutdown=5)
     print(f"promoted: serving on http://{host}:{port} as well", flush=True)
-    await uvicorn.Server(config).serve(sockets=[sock])
+    production = uvicorn.Server(config)
+    if draining is not None:  # SIGUSR2 closes this server's listener
+        draining.listeners.append(production)
+    await production.serve(sockets=[sock])
 
 
 def serve(
@@ -277,7 +281,7 @@ def serve(
     )
     rest.config.host = host
     rest.config.access_log = access_log
-    served = front if front is not None else app
+    served = Draining(front if front is not None else app)
     rest.config.app = served
     server.servers.append(rest.start())
     server.setup_event_loop()
@@ -290,9 +294,10 @@ def serve(
 
             def promote() -> None:  # once: a repeated SIGUSR1 must not open a second listener
                 if not tasks:
-                    tasks.append(loop.create_task(listen_production(served, host, production_port)))
+                    tasks.append(loop.create_task(listen_production(served, host, production_port, served)))
 
             loop.add_signal_handler(signal.SIGUSR1, promote)
+            loop.add_signal_handler(signal.SIGUSR2, served.start)  # hand the port over (see draining.py)
         await server._serve()
 
     asyncio.run(main())
