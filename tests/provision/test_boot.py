@@ -102,7 +102,7 @@ def test_boot_ssh_slurm_stop_destroy(
         assert guest("srun", "--time=1", "hostname") == VM
         assert guest("sinfo", "-h", "-o", "%P %T").split()[1] in ("idle", "mixed", "allocated")
 
-        stopped = _ai_how("hpc", "stop", str(config), "--timeout", "180", env=env)
+        stopped = _ai_how("hpc", "stop", str(config), "--timeout", "90", env=env)
         assert stopped.returncode == 0, stopped.stderr
         status = _ai_how("hpc", "status", str(config), "--json", env=env)
         assert json.loads(status.stdout)["vms"][0]["state"] == "shut off"
