@@ -114,3 +114,13 @@ def test_missing_cluster_section_names_the_fix(small_hpc: Path) -> None:
     result = _run("cloud", "status", str(small_hpc), "--uri", URI)
     assert result.exit_code == 1
     assert "no clusters.cloud section" in result.output
+
+
+def test_destroy_works_after_the_cluster_left_the_config(shared_driver: Any, small_hpc: Path) -> None:
+    assert _run("hpc", "start", str(small_hpc), "--uri", URI).exit_code == 0
+    small_hpc.write_text("version: '1.0'\nmetadata: {name: cli-test}\n")  # the hpc section is gone
+    gone = _run("hpc", "destroy", str(small_hpc), "--yes")
+    assert gone.exit_code == 0, gone.output
+    assert "cli-ctl" not in {d.name() for d in shared_driver.listAllDomains()}
+    assert "aihow-cli-hpc" not in {n.name() for n in shared_driver.listAllNetworks()}
+    assert "aihow-cli-hpc" not in {p.name() for p in shared_driver.listAllStoragePools()}

@@ -22,7 +22,7 @@ from ai_how.provision.journal import Journal
 from ai_how.provision.libvirt_conn import connect, default_uri, is_test_uri
 from ai_how.provision.libvirt_xml import VirtType
 from ai_how.provision.lifecycle import ClusterLifecycle, PreflightFailed, VMStatus
-from ai_how.provision.spec import cluster_definition
+from ai_how.provision.spec import cluster_definition, recorded_definition
 
 ConfigArg = Annotated[Path, typer.Argument(help="Path of the cluster config.", show_default=False)]
 UriOpt = Annotated[
@@ -53,14 +53,20 @@ def _lifecycle(
     pool_dir: Path | None = None,
     *,
     quiet: bool = False,
+    from_journal: bool = False,
 ) -> Iterator[ClusterLifecycle]:
+    """The lifecycle of one side; ``from_journal`` (destroy) also works once the config no longer has
+    that side: the journal and what start recorded are enough to remove everything."""
     loaded = load_valid_config(ctx, config)
     layout = Layout(ctx.obj.state_dir)
     recorded = Journal(ctx.obj.store, side).info()
     uri = uri or recorded.get("uri") or default_uri()
     if pool_dir is None and recorded.get("pool_dir"):
         pool_dir = Path(recorded["pool_dir"])
-    cluster = cluster_definition(loaded, side, layout, uri=uri, pool_dir=pool_dir)
+    if from_journal and getattr(loaded.config.clusters, side) is None:
+        cluster = recorded_definition(side, recorded, layout)
+    else:
+        cluster = cluster_definition(loaded, side, layout, uri=uri, pool_dir=pool_dir)
     with connect(uri) as conn:
         yield ClusterLifecycle(cluster, conn, ctx.obj.store, uri=uri, progress=_progress(quiet))
 
@@ -226,7 +232,7 @@ def make_app(side: ClusterSide) -> typer.Typer:
             listing = ", ".join(e.describe() for e in entries)
             if not typer.confirm(f"Destroy the {side} cluster ({listing})?", err=True):
                 raise typer.Exit(1)
-        with _lifecycle(ctx, config, side, uri, quiet=as_json) as life:
+        with _lifecycle(ctx, config, side, uri, quiet=as_json, from_journal=True) as life:
             removed = life.destroy()
             if as_json:
                 render.print_json({"cluster": side, "removed": [asdict(r) for r in removed]})

@@ -164,3 +164,26 @@ def cluster_definition(
         workdir=workdir,
         vms=vms,
     )
+
+
+def recorded_definition(side: ClusterSide, recorded: dict[str, str], layout: Layout) -> ClusterDefinition:
+    """What ``destroy`` needs when the config no longer describes the cluster: the names and folders
+    recorded at start (the journal itself says what to remove)."""
+    name = recorded.get("name")
+    if not name:
+        raise AiHowError(f"no {side} cluster is recorded in the state", fix="nothing to destroy")
+    return ClusterDefinition(
+        side=side,
+        name=name,
+        config_path=Path(recorded.get("config", "")),
+        network=f"{NAME_PREFIX}-{name}",
+        bridge="",
+        subnet=IPv4Network("0.0.0.0/32"),
+        gateway=IPv4Address("0.0.0.0"),
+        nameservers=(),
+        pool=f"{NAME_PREFIX}-{name}",
+        pool_dir=Path(recorded.get("pool_dir") or layout.cluster_dir(side) / "pool"),
+        base_image=Path(),
+        workdir=layout.cluster_dir(side),
+        vms=(),
+    )
