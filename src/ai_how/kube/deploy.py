@@ -172,7 +172,10 @@ def _install_addons(
     if chart is not None:
         install(chart, ingress_values(config))
     if _cloud(config).kubernetes_config.gpu_operator.enabled:
-        install(
-            gpu_operator.GPU_OPERATOR,
-            gpu_operator.gpu_operator_values(config, driver_in_image=driver_in_image),
+        # The DCGM exporter's ServiceMonitor needs the Prometheus Operator's CRDs, which the monitoring
+        # stack installs later; with it on and the CRDs absent, the operator skips GPU feature discovery.
+        values = gpu_operator.gpu_operator_values(
+            config, driver_in_image=driver_in_image, service_monitor=False
         )
+        progress("GPU Operator: the DCGM ServiceMonitor stays off until the monitoring stack brings its CRDs")
+        install(gpu_operator.GPU_OPERATOR, values)
