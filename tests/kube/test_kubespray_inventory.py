@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from ai_how.config.loader import load_config
+from ai_how.errors import AiHowError
 from ai_how.kube.kubespray.inventory import write_inventory
 from tests.conftest import EXAMPLE, REPO
 
@@ -104,3 +105,26 @@ def test_versions_are_ones_v2_31_installs(inventory: Path) -> None:
     assert containerd in supported["containerd_archive"]
     calico = yaml.safe_load((inventory / "group_vars" / "k8s_cluster" / "k8s-net-calico.yml").read_text())
     assert calico["calico_version"] in supported["calicoctl_binary"]
+
+
+def test_another_release_pinned_by_commit_takes_exact_versions_unchecked(
+    example_data: dict[str, Any], write_config: Any, tmp_path: Path
+) -> None:
+    """A v2.30 user pins the tag's commit; ai-how has no version data for it, so exact versions pass."""
+    k8s = example_data["clusters"]["cloud"]["kubernetes_config"]
+    k8s["kubespray"] = {"version": "v2.30.0", "commit": "a" * 40}
+    k8s["version"] = "1.34.3"
+    k8s["runtime_version"] = "2.1.5"
+    path = write_config(example_data)
+    from ai_how.config.checking import check_file
+
+    assert check_file(path).valid
+    inventory = write_inventory(load_config(path).config, tmp_path / "k", artifacts_dir=tmp_path / "a")
+    assert any("not checked" in note for note in inventory.notes)
+    cluster = yaml.safe_load((tmp_path / "k" / "group_vars" / "k8s_cluster" / "k8s-cluster.yml").read_text())
+    assert cluster["kube_version"] == "1.34.3"
+    k8s["version"] = "1.34"  # not exact: nothing to resolve it against
+    with pytest.raises(AiHowError, match="exact Kubernetes version"):
+        write_inventory(
+            load_config(write_config(example_data)).config, tmp_path / "k2", artifacts_dir=tmp_path / "a"
+        )
