@@ -448,6 +448,12 @@ class ObjectStore(Model):
     serve_local: bool = Field(
         default=False, description="Start a local S3 endpoint at 'endpoint' with `ai-how stack up`."
     )
+    in_cluster_endpoint: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/.*)?$")] | None = (
+        Field(
+            default=None,
+            description="kserve: the S3 endpoint as pods in the cloud cluster reach it (default: endpoint).",
+        )
+    )
 
 
 class PostgreSQL(SecretRef):
@@ -490,10 +496,26 @@ class Resources(Model):
 
 
 class Autoscaling(Model):
+    """Replicas of a served model. On KServe, ``autoscaler`` picks one consistent scaler: the HPA on CPU or
+    memory utilisation, or KEDA on a Prometheus query of the server's in-flight requests."""
+
     enabled: bool = True
     min_replicas: Annotated[int, Field(ge=0)] = 1
     max_replicas: PositiveInt = 1
-    target_concurrency: PositiveInt = 10
+    autoscaler: Literal["hpa", "keda"] = Field(
+        default="hpa", description="kserve: hpa (CPU/memory utilisation) or keda (in-flight requests)."
+    )
+    metric: Literal["cpu", "memory"] = Field(default="cpu", description="hpa: the resource to scale on.")
+    target_utilization: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=80, description="hpa: target average utilisation of the requested CPU/memory, percent."
+    )
+    target_concurrency: PositiveInt = Field(
+        default=10, description="keda: in-flight requests per replica to scale at."
+    )
+    prometheus_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/.*)?$")] = Field(
+        default="http://kube-prometheus-stack-prometheus.monitoring.svc:9090",
+        description="keda: the Prometheus that scrapes the model servers.",
+    )
 
     @model_validator(mode="after")
     def _min_le_max(self) -> Autoscaling:
@@ -513,9 +535,32 @@ class Serving(Model):
     # Where local model servers run their models: auto = the first GPU when torch sees one.
     device: Literal["auto", "cpu", "cuda"] = "auto"
     namespace: DnsLabel = "models"
-    service_account: DnsLabel | None = None
+    service_account: DnsLabel | None = Field(
+        default=None,
+        description="kserve: the predictor's ServiceAccount (default ai-how-models when S3 credentials "
+        "come from a Kubernetes Secret); it lists that Secret.",
+    )
     resources: Resources = Field(default_factory=Resources)
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    deployment_mode: Literal["Standard", "Knative"] = Field(
+        default="Standard",
+        description="kserve: Standard (Deployments, no Knative/Istio) or Knative (scale to zero, canaries).",
+    )
+    image: str | None = Field(
+        default=None,
+        description="kserve: the model-server image of ai-how's ServingRuntime "
+        "(default ai-how/model-server:<version>, built by `ai-how image server`).",
+    )
+    llm_runtime: Literal["ai-how", "huggingface"] = Field(
+        default="ai-how",
+        description="kserve: LLM versions run on ai-how's runtime or on KServe's own huggingfaceserver.",
+    )
+    huggingface_backend: Literal["auto", "vllm", "huggingface"] = Field(
+        default="auto", description="kserve + llm_runtime huggingface: the --backend of huggingfaceserver."
+    )
+    ready_timeout_s: PositiveInt = Field(
+        default=600, description="kserve: how long deploy waits for an InferenceService to be Ready."
+    )
 
 
 class MLOps(Model):

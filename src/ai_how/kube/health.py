@@ -11,17 +11,15 @@ Every failure (no client, bad kubeconfig, unreachable server, refused credential
 
 from __future__ import annotations
 
-import json
-import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ai_how.config.models import Taint
 from ai_how.errors import AiHowError
+from ai_how.kube.client import KubeUnreachableError, connect
 
 GPU_RESOURCE = "nvidia.com/gpu"
 SYSTEM_NAMESPACE = "kube-system"
@@ -29,14 +27,8 @@ GPU_OPERATOR_NAMESPACE = "gpu-operator"
 ROLE_LABEL_PREFIX = "node-role.kubernetes.io/"
 # Waiting reasons of a container that starts normally; any other waiting reason is a failure.
 STARTING_REASONS = frozenset({"ContainerCreating", "PodInitializing"})
-# The content type ai-how patches nodes with: maps merge, lists (spec.taints) are replaced whole.
-MERGE_PATCH = "application/merge-patch+json"
 
 Progress = Callable[[str], None]
-
-
-class KubeUnreachableError(AiHowError):
-    """The API server did not answer (down, wrong address, TLS failure): worth retrying while it starts."""
 
 
 # --------------------------------------------------------------------------- results
@@ -117,142 +109,6 @@ class ClusterHealth:
             "gpu_operator_pods": [p.to_json() for p in self.gpu_operator_pods],
             "problems": self.problems(),
         }
-
-
-# --------------------------------------------------------------------------- the API connection
-
-
-class _Api:
-    """One API server connection: JSON GETs and merge patches, every failure turned into one line."""
-
-    def __init__(self, core: Any, version: Any, server: str, timeout_s: float, exceptions: Any) -> None:
-        self.core = core
-        self.version_api = version
-        self.server = server
-        self.timeout_s = timeout_s
-        self._exceptions = exceptions
-
-    def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Call a client method and return the decoded JSON body."""
-        api_exception, urllib3_error = self._exceptions
-        try:
-            response = fn(*args, _preload_content=False, _request_timeout=self.timeout_s, **kwargs)
-        except api_exception as exc:
-            raise _http_error(self.server, what, exc.status, exc.reason, exc.body) from None
-        except (urllib3_error, OSError) as exc:
-            raise KubeUnreachableError(
-                f"cannot reach the Kubernetes API server at {self.server}: {_reason(exc, self.timeout_s)}",
-                fix="check that the control-plane VM runs (`ai-how cloud status`) and that the kubeconfig's "
-                "server address is reachable from this machine",
-            ) from None
-        try:
-            return json.loads(response.data or b"{}")
-        except ValueError:
-            raise AiHowError(
-                f"{self.server} answered {what} with something that is not JSON (not a Kubernetes API server?)",
-                fix="check the kubeconfig's server address: it must be the API server (usually port 6443)",
-            ) from None
-
-    def version(self) -> str:
-        info = self.call("GET /version", self.version_api.get_code)
-        return str(info.get("gitVersion", ""))
-
-    def nodes(self) -> list[dict[str, Any]]:
-        return list(self.call("GET /api/v1/nodes", self.core.list_node).get("items") or [])
-
-    def pods(self) -> list[dict[str, Any]]:
-        return list(self.call("GET /api/v1/pods", self.core.list_pod_for_all_namespaces).get("items") or [])
-
-    def patch_node(self, name: str, body: dict[str, Any]) -> None:
-        self.call(f"PATCH /api/v1/nodes/{name}", self.core.patch_node, name, body, _content_type=MERGE_PATCH)
-
-
-def _http_error(server: str, what: str, status: int | None, reason: str | None, body: Any) -> AiHowError:
-    message = ""
-    with suppress(TypeError, ValueError, AttributeError):
-        message = str(json.loads(body).get("message", ""))
-    detail = f": {message}" if message else ""
-    if status in (401, 403):
-        return AiHowError(
-            f"the Kubernetes API server at {server} refused {what} (HTTP {status} {reason}){detail}",
-            fix="use the cluster's admin kubeconfig (`ai-how cloud kubeconfig`); a token or certificate "
-            "from an earlier cluster does not work on a rebuilt one",
-        )
-    if status is None or status == 0:
-        # The client raises ApiException without a status for some transport-level failures.
-        return KubeUnreachableError(
-            f"cannot reach the Kubernetes API server at {server}: {reason or 'no answer'}",
-            fix="check that the control-plane VM runs (`ai-how cloud status`)",
-        )
-    return AiHowError(
-        f"the Kubernetes API server at {server} answered HTTP {status} {reason} to {what}{detail}",
-        fix="check the API server's health on the control plane (`kubectl get --raw /readyz?verbose`)",
-    )
-
-
-def _reason(exc: BaseException, timeout_s: float) -> str:
-    """A short reason from urllib3's wrapped errors (no object reprs)."""
-    inner = getattr(exc, "reason", None) or exc
-    text = str(inner)
-    lowered = text.lower()
-    if "refused" in lowered:
-        return "connection refused"
-    if "timed out" in lowered or "timeout" in lowered:
-        return f"no answer within {timeout_s:g}s"
-    if "certificate" in lowered or "ssl" in lowered:
-        first = re.sub(r"^.*?\] ", "", text.splitlines()[0])
-        return f"TLS error: {first[:200]}"
-    if "name or service not known" in lowered or "nodename nor servname" in lowered:
-        return "the server's host name does not resolve"
-    text = re.sub(r"<[^>]*>:\s*", "", text.splitlines()[0] if text else type(inner).__name__)
-    return text[:200]
-
-
-@contextmanager
-def _connect(kubeconfig: Path, context: str | None, timeout_s: float) -> Iterator[_Api]:
-    """An API connection from a kubeconfig file, or one AiHowError line saying what to fix."""
-    try:
-        import urllib3
-        import yaml
-        from kubernetes import client, config
-        from kubernetes.client.rest import ApiException
-        from kubernetes.config.config_exception import ConfigException
-    except ModuleNotFoundError as exc:
-        raise AiHowError(
-            f"module {exc.name!r} is not installed: the Kubernetes client comes with the 'infra' extra",
-            fix="pip install 'ai-how[infra]'",
-        ) from None
-    kubeconfig = Path(kubeconfig).expanduser()
-    if not kubeconfig.is_file():
-        raise AiHowError(
-            f"kubeconfig {kubeconfig} does not exist",
-            fix="run `ai-how cloud deploy CONFIG` (it fetches the admin kubeconfig), "
-            "or point clusters.cloud.kubeconfig / KUBECONFIG at the cluster's kubeconfig",
-        )
-    configuration = client.Configuration()
-    try:
-        config.load_kube_config(
-            config_file=str(kubeconfig),
-            context=context,
-            client_configuration=configuration,
-            persist_config=False,
-        )
-    except (ConfigException, yaml.YAMLError, TypeError, KeyError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AiHowError(
-            f"kubeconfig {kubeconfig} is unusable{f' (context {context!r})' if context else ''}: {first}",
-            fix="fetch it again with `ai-how cloud kubeconfig`, or name an existing context "
-            "(`kubectl config get-contexts`)",
-        ) from None
-    configuration.retries = 1  # urllib3's default (3) only delays the one-line error
-    with client.ApiClient(configuration) as api_client:
-        yield _Api(
-            client.CoreV1Api(api_client),
-            client.VersionApi(api_client),
-            str(configuration.host),
-            timeout_s,
-            (ApiException, urllib3.exceptions.HTTPError),
-        )
 
 
 # --------------------------------------------------------------------------- reading objects
@@ -385,7 +241,7 @@ def _phase_problem(
 
 def cluster_health(kubeconfig: Path, *, context: str | None = None, timeout_s: float = 10) -> ClusterHealth:
     """Nodes, failing pods, kube-system and GPU-operator pods of the cluster the kubeconfig names."""
-    with _connect(kubeconfig, context, timeout_s) as api:
+    with connect(kubeconfig, context, timeout_s) as api:
         version = api.version()
         nodes = [node_health(n) for n in api.nodes()]
         pods = [pod_health(p) for p in api.pods()]
@@ -423,7 +279,7 @@ def wait_nodes_ready(
         waiting_for: list[str]
         seen: dict[str, NodeHealth]
         try:
-            with _connect(kubeconfig, context, request_timeout_s) as api:
+            with connect(kubeconfig, context, request_timeout_s) as api:
                 seen = {n.name: n for n in (node_health(obj) for obj in api.nodes())}
         except KubeUnreachableError as exc:
             seen, waiting_for = {}, [f"API server: {exc.message}"]
@@ -488,7 +344,7 @@ def apply_node_labels_taints(
     A second call with the same input sends nothing and returns ``{}``.
     """
     sent: dict[str, dict[str, Any]] = {}
-    with _connect(kubeconfig, context, timeout_s) as api:
+    with connect(kubeconfig, context, timeout_s) as api:
         existing = {str((n.get("metadata") or {}).get("name")): n for n in api.nodes()}
         missing = sorted(set(nodes) - set(existing))
         if missing:

@@ -8,13 +8,13 @@ KServe's middleware stack (per-request CPU timing, exit stacks, three ``BaseHTTP
 layers) costs more than the request itself. The OpenAI POST routes are plain Starlette handlers,
 so this wrapper calls them directly and hands everything else (V1/V2, health, metrics, models
 list) to the app unchanged. Requests answered here are counted in the same
-``ai_how_requests_total`` series as the rest.
+``ai_how_requests_total`` and ``ai_how_requests_in_flight`` series as the rest.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,16 +24,24 @@ ASGI = Callable[[Scope, Any, Any], Awaitable[None]]
 Route = Callable[[Request], Awaitable[Response]]
 
 
+class RequestMetrics(Protocol):
+    """Counts requests: one in flight from ``started`` until ``finished`` (which counts it by code)."""
+
+    def started(self) -> None: ...
+
+    def finished(self, route: str, method: str, code: int) -> None: ...
+
+
 class FastPath:
     def __init__(
         self,
         app: ASGI,
         routes: dict[str, Route],
-        count: Callable[[str, str, int], None],
+        metrics: RequestMetrics,
         get_routes: dict[str, Route] | None = None,
         labels: dict[str, str] | None = None,
     ) -> None:
-        self.app, self.count = app, count
+        self.app, self.metrics = app, metrics
         self.routes = {"POST": routes, "GET": get_routes or {}}
         self.labels = labels or {}  # path -> the route template the app's own counts use
 
@@ -45,13 +53,14 @@ class FastPath:
             await self.app(scope, receive, send)
             return
         code = 500
+        self.metrics.started()
         try:
             response = await route(Request(scope, receive))
             code = response.status_code
             await response(scope, receive, send)
         finally:
             path: str = scope["path"]
-            self.count(self.labels.get(path) or path, scope["method"], code)
+            self.metrics.finished(self.labels.get(path) or path, scope["method"], code)
 
 
 def health_routes(models: dict[str, Any]) -> dict[str, Route]:

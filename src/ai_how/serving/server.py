@@ -179,28 +179,41 @@ def add_overload_answer(app: Any) -> None:
     app.add_exception_handler(EngineGone, refused)
 
 
-def add_request_metrics(app: Any) -> Any:
-    """``ai_how_requests_total{route,method,code}``: KServe exports latency histograms, not request counts.
-    Returns ``count(route, method, code)`` for requests answered outside the app (the fast path)."""
-    from prometheus_client import Counter
+class _RequestMetrics:
+    """``ai_how_requests_total{route,method,code}`` (KServe exports latency histograms, not request counts)
+    and ``ai_how_requests_in_flight`` (what KEDA scales a model's replicas on)."""
 
-    requests = Counter("ai_how_requests", "HTTP requests served", ["route", "method", "code"])
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge
 
-    def count_one(route: str, method: str, code: int) -> None:
-        requests.labels(route, method, str(code)).inc()
+        self.requests = Counter("ai_how_requests", "HTTP requests served", ["route", "method", "code"])
+        self.in_flight = Gauge("ai_how_requests_in_flight", "HTTP requests being answered")
+
+    def started(self) -> None:
+        self.in_flight.inc()
+
+    def finished(self, route: str, method: str, code: int) -> None:
+        self.in_flight.dec()
+        self.requests.labels(route, method, str(code)).inc()
+
+
+def add_request_metrics(app: Any) -> _RequestMetrics:
+    """Count the app's requests; returns the counters for requests answered outside it (the fast path)."""
+    metrics = _RequestMetrics()
 
     @app.middleware("http")
     async def count(request: Any, call_next: Any) -> Any:
         code = 500
+        metrics.started()
         try:
             response = await call_next(request)
             code = response.status_code
             return response
         finally:
             route = request.scope.get("route")
-            requests.labels(getattr(route, "path", "unmatched"), request.method, str(code)).inc()
+            metrics.finished(getattr(route, "path", "unmatched"), request.method, code)
 
-    return count_one
+    return metrics
 
 
 def limit_cpu_threads(device: str) -> None:
@@ -367,9 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     routes = openai_routes.register(app, llms, versions) if llms else {}
     v1 = v1_routes({m.name: m for m in models}, versions)
     routes.update(v1)
-    count = add_request_metrics(app)
+    metrics = add_request_metrics(app)
     front = FastPath(
-        app, routes, count, health_routes({m.name: m for m in models}), dict.fromkeys(v1, V1_PREDICT)
+        app, routes, metrics, health_routes({m.name: m for m in models}), dict.fromkeys(v1, V1_PREDICT)
     )
     print("startup-phases " + json.dumps({k: round(v, 4) for k, v in phases.items()}), flush=True)
     print(
