@@ -164,6 +164,21 @@ def test_mlops_rules(write_config: Writer) -> None:
     )
 
 
+def test_kserve_needs_an_object_store_and_a_scaler_its_mode_supports(write_config: Writer) -> None:
+    serving = {"backend": "kserve", "deployment_mode": "Knative", "autoscaling": {"autoscaler": "keda"}}
+    data = {"metadata": {"name": "x"}, "mlops": {"serving": serving}}
+    result = check_file(write_config(data))
+    found = {f.code: f for f in result.findings}
+    assert found["mlops.kserve_file_store"].path[:3] == ("mlops", "object_store", "backend")
+    assert "backend: s3" in found["mlops.kserve_file_store"].fix
+    assert found["mlops.kserve_keda_knative"].path[-1] == "autoscaler"
+    serving |= {"deployment_mode": "Standard"}
+    data["mlops"]["object_store"] = {"backend": "s3", "endpoint": "http://127.0.0.1:8333"}
+    assert not {"mlops.kserve_file_store", "mlops.kserve_keda_knative"} & set(
+        codes(check_file(write_config(data)))
+    )
+
+
 @pytest.mark.parametrize("field", ["min_replicas"])
 def test_autoscaling_order(write_config: Writer, field: str) -> None:
     data = {"metadata": {"name": "x"}, "mlops": {"serving": {"autoscaling": {field: 5, "max_replicas": 2}}}}

@@ -210,6 +210,13 @@ class StandinApi:
                     for (p, ns, pl, _), o in self.objects.items()
                     if (p, pl) == (prefix, plural) and (not namespace or ns == namespace)
                 ]
+                for selector in query.get("labelSelector", []):
+                    wanted = dict(term.split("=", 1) for term in selector.split(","))
+                    items = [
+                        o
+                        for o in items
+                        if all((o["metadata"].get("labels") or {}).get(k) == v for k, v in wanted.items())
+                    ]
                 return 200, {
                     "kind": "List",
                     "apiVersion": "v1",
@@ -338,7 +345,12 @@ def _handler(api: StandinApi) -> type[BaseHTTPRequestHandler]:
                 self._send(200, api.node_list())
             elif path == "/api/v1/pods":
                 self._send(200, api.pod_list(None))
-            elif len(parts) == 5 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods":
+            elif (
+                len(parts) == 5
+                and parts[:3] == ["api", "v1", "namespaces"]
+                and parts[4] == "pods"
+                and api.pods
+            ):  # recorded pods (health tests); without them, pods live in the generic store
                 self._send(200, api.pod_list(parts[3]))
             else:
                 self._generic("GET")

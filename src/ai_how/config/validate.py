@@ -453,6 +453,7 @@ def check_mlops(ctx: ValidationContext) -> Iterator[Finding]:
             "serving backend is kserve with no cloud cluster defined: $KUBECONFIG's cluster is used",
             "mlops.kserve_external",
         )
+    yield from _check_kserve(ctx)
     # Local services must not collide on one port.
     ports: dict[tuple[str, int], YamlPath] = {}
     services: list[tuple[bool, str, int, YamlPath]] = [
@@ -487,6 +488,28 @@ def check_mlops(ctx: ValidationContext) -> Iterator[Finding]:
                 related=[ports[(host, port)]],
             )
         ports.setdefault((host, port), path)
+
+
+def _check_kserve(ctx: ValidationContext) -> Iterator[Finding]:
+    """KServe serving: pods fetch models from an object store; one scaler that the mode supports."""
+    mlops = ctx.config.mlops
+    serving = mlops.serving
+    if serving.backend != "kserve":
+        return
+    if mlops.object_store.backend != "s3":
+        yield error(
+            ("mlops", "object_store", "backend"),
+            "KServe's storage-initializer cannot read a file:// object store on this machine",
+            "set mlops.object_store.backend: s3 with the endpoint of the stack's SeaweedFS (or any S3)",
+            "mlops.kserve_file_store",
+        )
+    if serving.deployment_mode == "Knative" and serving.autoscaling.autoscaler == "keda":
+        yield error(
+            ("mlops", "serving", "autoscaling", "autoscaler"),
+            "KEDA does not scale InferenceServices in KServe's Knative mode (Knative scales on concurrency)",
+            "set autoscaler: hpa (ignored in Knative mode), or deployment_mode: Standard",
+            "mlops.kserve_keda_knative",
+        )
 
 
 RULES: list[Rule] = [

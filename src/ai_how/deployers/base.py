@@ -25,6 +25,7 @@ class DeployRequest:
     run_id: str
     tracking_uri: str
     manifest_sha256: str
+    kind: str = "classifier"  # what the version is: "classifier" | "llm" (picks the KServe runtime)
 
 
 @dataclass

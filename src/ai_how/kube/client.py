@@ -158,7 +158,7 @@ class KubeApi:
             header_params=headers,
             body=body,
             auth_settings=["BearerToken"],
-            response_type=None,
+            _return_http_data_only=True,
         )
 
     # ---------------------------------------------------------------- objects
@@ -174,9 +174,16 @@ class KubeApi:
         return found
 
     def list_objects(
-        self, resource: Resource, namespace: str | None = None, *, field_selector: str | None = None
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        field_selector: str | None = None,
+        label_selector: str | None = None,
     ) -> list[dict[str, Any]]:
-        query = [("fieldSelector", field_selector)] if field_selector else None
+        query = [("fieldSelector", field_selector)] if field_selector else []
+        if label_selector:
+            query.append(("labelSelector", label_selector))
         return list(self.request("GET", resource.path(None, namespace), query=query).get("items") or [])
 
     def apply(self, obj: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
@@ -207,7 +214,9 @@ class KubeApi:
 
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         """Events about the object ``name`` in ``namespace``, oldest first."""
-        items = self.list_objects(RESOURCES[("v1", "Event")], namespace, field_selector=f"involvedObject.name={name}")
+        items = self.list_objects(
+            RESOURCES[("v1", "Event")], namespace, field_selector=f"involvedObject.name={name}"
+        )
         return sorted(items, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
 
     # ---------------------------------------------------------------- cluster-wide reads used by health

@@ -165,6 +165,7 @@ def rollback(
             run_id=f"rollback-{stamp}",
             tracking_uri=tracking_uri_of(config),
             manifest_sha256=model.manifest_sha256,
+            kind=model.kind,
         )
     )
     failed = [c for c in rollback_checks(candidate.endpoint, model) if not c.ok]

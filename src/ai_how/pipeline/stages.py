@@ -238,20 +238,22 @@ def deploy_inputs(ctx: StageContext) -> dict[str, Any]:
 
 
 def render_manifests(ctx: StageContext, version: int, uri: str, manifest_sha256: str) -> Path:
-    from ai_how.serving import isvc
+    """The KServe objects that serve this version, written beside the run for review and GitOps."""
+    from ai_how.kube import kserve
 
-    name = ctx.options.model_name
+    model = kserve.ModelVersion(
+        name=ctx.options.model_name,
+        version=version,
+        storage_uri=uri,
+        kind=ctx.outputs["train"]["kind"],
+        run_id=ctx.run_id,
+        tracking_uri=tracking_uri_of(ctx.config),
+        manifest_sha256=manifest_sha256,
+    )
     documents = [
-        isvc.serving_runtime("ai-how/model-server:latest"),
-        isvc.inference_service(
-            ctx.config,
-            name,
-            version,
-            uri,
-            run_id=ctx.run_id,
-            tracking_uri=tracking_uri_of(ctx.config),
-            manifest_sha256=manifest_sha256,
-        ),
+        kserve.service_account(ctx.config),
+        kserve.serving_runtime(ctx.config),
+        kserve.inference_service(ctx.config, model),
     ]
     path = ctx.run_dir / "inferenceservice.yaml"
     atomic_write_text(path, yaml.safe_dump_all(documents, sort_keys=False))
@@ -275,6 +277,7 @@ def deploy(ctx: StageContext) -> dict[str, Any]:
                 run_id=ctx.run_id,
                 tracking_uri=tracking_uri_of(ctx.config),
                 manifest_sha256=synced["manifest_sha256"],
+                kind=ctx.outputs["train"]["kind"],
             )
         )
     except DeployError as exc:
