@@ -20,6 +20,7 @@ from ai_how.config.loader import load_config
 from ai_how.config.models import ClusterConfig
 from ai_how.deployers.base import DeployError, DeployRequest
 from ai_how.deployers.kserve import KServeDeployer
+from ai_how.errors import AiHowError
 from ai_how.layout import Layout
 from tests.conftest import EXAMPLE
 from tests.kube.standin_api import StandinApi, standin_api
@@ -246,7 +247,9 @@ def test_a_model_that_fails_to_load_is_reported_from_kserves_model_status(
         }
 
     deployer, _ = cluster(failed_load)
-    with pytest.raises(DeployError, match=r"BlockedByFailedLoad \(ModelLoadFailed: manifest sha256 mismatch\)"):
+    with pytest.raises(
+        DeployError, match=r"BlockedByFailedLoad \(ModelLoadFailed: manifest sha256 mismatch\)"
+    ):
         deployer.deploy(request(1))
 
 
@@ -304,3 +307,36 @@ def test_no_kubeconfig_says_how_to_get_one(
     with pytest.raises(DeployError, match="no kubeconfig was found") as failed:
         deployer.deploy(request(1))
     assert "ai-how cloud deploy" in (failed.value.fix or "")
+
+
+def test_a_knative_canary_splits_traffic_then_completes(
+    cluster: Callable[..., tuple[KServeDeployer, StandinApi]], config: ClusterConfig
+) -> None:
+    knative = config.model_copy(deep=True)
+    knative.mlops.serving.deployment_mode = "Knative"
+    deployer, api = cluster(kserve_controller, knative)
+    with pytest.raises(DeployError, match="no production InferenceService to split traffic with"):
+        deployer.canary(request(1), 20)
+    deployer.deploy(request(1))
+    deployer.promote("digits", 1)
+
+    split = deployer.canary(request(2), 20)
+    assert split.details["role"] == "canary 20%"
+    production = api.find("inferenceservices", "digits", NS)
+    assert production is not None and version_of(production) == "2"
+    assert production["spec"]["predictor"]["canaryTrafficPercent"] == 20
+    assert api.find("inferenceservices", "digits-v2", NS) is None  # the same object: KServe splits revisions
+
+    deployer.canary(request(2), 100)
+    production = api.find("inferenceservices", "digits", NS)
+    assert production is not None and "canaryTrafficPercent" not in production["spec"]["predictor"]
+    assert deployer.recorded_spec("digits", 2) is not None  # now production's spec, for a later rollback
+
+
+def test_a_canary_in_standard_mode_names_the_setting(
+    cluster: Callable[..., tuple[KServeDeployer, StandinApi]],
+) -> None:
+    deployer, api = cluster()
+    with pytest.raises(AiHowError, match="canary traffic splitting needs KServe's Knative mode"):
+        deployer.canary(request(2), 20)
+    assert not api.applies

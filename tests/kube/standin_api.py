@@ -9,7 +9,8 @@ patch (RFC 7386, what the API server does for `application/merge-patch+json`), r
 Any other resource path (`/api/v1/namespaces/NS/PLURAL/NAME`, `/apis/GROUP/VERSION/[namespaces/NS/]PLURAL`)
 is a generic object store with the API server's verbs and answers: GET an object or a list, POST
 (409 AlreadyExists), PATCH as merge patch or server-side apply (`application/apply-patch+yaml`, which
-creates the object when absent and records the `fieldManager`), DELETE (404 NotFound), `metadata.generation`
+creates the object when absent, records the `fieldManager`, and drops fields an apply leaves out, as
+server-side apply does for fields only that manager owned), DELETE (404 NotFound), `metadata.generation`
 bumped when `spec` changes, `resourceVersion`/`uid`/`creationTimestamp` set by the server, and events
 listed by `fieldSelector=involvedObject.name=...`. A controller can be given per plural: it runs on every
 GET of such an object and writes its `status` (and events), as KServe's controller would.
@@ -258,8 +259,10 @@ class StandinApi:
                 applied = yaml.safe_load(body) if isinstance(body, str) else copy.deepcopy(body)
                 if key not in self.objects:
                     return 201, copy.deepcopy(self.put(prefix, namespace, plural, applied))
-                merged = merge_patch(self.objects[key], {k: v for k, v in applied.items() if k != "status"})
-                return 200, copy.deepcopy(self._update(key, merged))
+                # One field manager applies everything here, so the applied object is the whole truth:
+                # fields it set before and leaves out now are removed, as server-side apply does.
+                applied.pop("status", None)
+                return 200, copy.deepcopy(self._update(key, applied))
             if verb == "PATCH" and content_type == "application/merge-patch+json":
                 if key not in self.objects:
                     return 404, status(404, "NotFound", f'{plural} "{name}" not found')

@@ -188,6 +188,35 @@ class KServeDeployer:
             api.delete(ISVC, name, self.namespace)
         return Deployment(url, model_name, version, time.monotonic() - started, {"role": "production"})
 
+    def canary(self, request: DeployRequest, percent: int) -> Deployment:
+        """Knative mode: the production InferenceService gets the new version's spec with
+        ``canaryTrafficPercent`` (KServe keeps the last ready revision for the rest of the traffic);
+        percent 100 completes the rollout, and the spec is then recorded as production's."""
+        if not 0 < percent <= 100:
+            raise DeployError(f"--canary {percent} is not a percentage of traffic", fix="use 1-100")
+        started = time.monotonic()
+        model = model_version(request)
+        manifest = kserve.inference_service(
+            self.config, model, canary_percent=None if percent == 100 else percent
+        )
+        if percent != 100 and self.config.mlops.serving.deployment_mode != "Knative":
+            kserve.inference_service(self.config, model, canary_percent=percent)  # raises: one line, the fix
+        with self._connect() as api:
+            if percent != 100 and api.get(ISVC, request.model_name, self.namespace) is None:
+                raise DeployError(
+                    f"{request.model_name} has no production InferenceService to split traffic with",
+                    fix="deploy a first version without --canary",
+                )
+            self._prerequisites(api)
+            _apply(api, manifest)
+            url = self._wait_ready(api, request.model_name, request.version)
+            if percent == 100:
+                self._record(request.model_name, request.version, manifest)
+        role = "production" if percent == 100 else f"canary {percent}%"
+        return Deployment(
+            url, request.model_name, request.version, time.monotonic() - started, {"role": role}
+        )
+
     # ------------------------------------------------------------------ waiting, and why not Ready
 
     def _wait_ready(self, api: KubeApi, name: str, version: int) -> str:
