@@ -16,6 +16,7 @@ its keys come from environment variables when it is applied, so it is never rend
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ IN_FLIGHT_METRIC = "ai_how_requests_in_flight"
 # Kubernetes names of Services KServe derives from an InferenceService (`<name>-predictor`, ...) must
 # stay DNS labels (63 characters); `-predictor` and the candidate's `-v<N>` suffix take their share.
 MAX_ISVC_NAME = 45
+ISVC_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # DNS-1035, as KServe requires
 
 
 @dataclass(frozen=True)
@@ -242,9 +244,7 @@ def _scaling(serving: Serving, name: str) -> tuple[dict[str, str], dict[str, Any
 
 def check_isvc_name(name: str) -> None:
     """InferenceService names are DNS-1035 labels short enough for the objects KServe derives."""
-    import re
-
-    if not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) or len(name) > MAX_ISVC_NAME:
+    if not ISVC_NAME.match(name) or len(name) > MAX_ISVC_NAME:
         raise AiHowError(
             f"model name {name!r} cannot name a KServe InferenceService",
             fix=f"use lower-case letters, digits and '-', starting with a letter, at most {MAX_ISVC_NAME} "

@@ -12,29 +12,34 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ai_how.errors import AiHowError
+from ai_how.kube.kserve import ISVC_NAME, MAX_ISVC_NAME
 from ai_how.workloads import WORKLOADS
 from ai_how.workloads.options import Option, OptionError, find, from_argv, to_argv
 
 # A DNS-1123 label: model names become Kubernetes names, file names and URL path segments.
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-MAX_NAME = 63
+# A model name becomes a KServe InferenceService name: one rule for every backend (kube.kserve's).
+_DNS_LABEL = ISVC_NAME
+MAX_NAME = MAX_ISVC_NAME
 
 
 def suggest_name(name: str) -> str:
     """The nearest DNS-1123 label to ``name`` (``Foo_Bar`` -> ``foo-bar``), or ``model`` when nothing is left."""
     label = re.sub(r"[^a-z0-9-]+", "-", name.lower())
-    label = re.sub(r"-{2,}", "-", label)[:MAX_NAME].strip("-")
-    return label or "model"
+    label = re.sub(r"-{2,}", "-", label).strip("-")
+    if label[:1].isdigit():
+        label = f"m-{label}"
+    return label[:MAX_NAME].strip("-") or "model"
 
 
 def check_model_name(name: str, flag: str = "--model-name") -> str:
-    """``name`` when it is a DNS-1123 label (lowercase letters, digits, '-'; at most 63); else one clear error."""
+    """``name`` when it can name a KServe InferenceService (a DNS-1035 label short enough for the objects
+    KServe derives from it); else one clear error."""
     if len(name) <= MAX_NAME and _DNS_LABEL.match(name):
         return name
     raise AiHowError(
-        f"{flag} {name!r} is not a valid model name: use lowercase letters, digits and '-', starting and "
-        f"ending with a letter or digit, at most {MAX_NAME} characters (it becomes a Kubernetes name, "
-        "a file name and a URL)",
+        f"{flag} {name!r} is not a valid model name: use lowercase letters, digits and '-', starting with "
+        f"a letter and ending with a letter or digit, at most {MAX_NAME} characters (it becomes a Kubernetes "
+        "name, a file name and a URL)",
         fix=f"e.g. {flag} {suggest_name(name)}",
     )
 
