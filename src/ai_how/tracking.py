@@ -72,6 +72,10 @@ class Tracker:
 
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
+    def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(...)``, any MLflow failure turned into one TrackingError line naming ``what``."""
+        return self._call(what, fn, *args, **kwargs)
+
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from mlflow.exceptions import MlflowException
 
@@ -276,6 +280,12 @@ class Tracker:
         if not run_id:
             raise TrackingError(f"{name} v{version} is not linked to an MLflow run")
         return str(run_id)
+
+    def download_uri(self, name: str, version: int) -> str:
+        """Where the registry keeps the version's files (an artifact URI ``download_artifacts`` takes)."""
+        return str(
+            self._call("get download uri", self.client.get_model_version_download_uri, name, str(version))
+        )
 
     def version_tags(self, name: str, version: int) -> dict[str, str]:
         return dict(self._call("get version", self.client.get_model_version, name, str(version)).tags)

@@ -159,9 +159,14 @@ def ensure_synced(
     target = model_store_uri(config, layout, name, version)
     with tempfile.TemporaryDirectory(prefix="ai-how-deploy-", dir=layout.root) as tmp:
         progress(f"downloading {name} v{version} from MLflow")
+        # The version's own artifact location: a models:/ URI would be resolved against MLflow's
+        # default registry, not the config's.
+        source = tracker.download_uri(name, version)
         downloaded = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{version}",
+            tracker.call(
+                "artifact download",
+                mlflow.artifacts.download_artifacts,
+                artifact_uri=source,
                 dst_path=str(Path(tmp) / "mlflow"),
                 tracking_uri=tracking_uri_of(config),
             )
