@@ -112,7 +112,10 @@ def test_first_deploy_applies_what_the_predictor_needs_then_promotes(
     assert api.applies and {a["field_manager"] for a in api.applies} == {"ai-how"}
     secret = api.find("secrets", "s3-credentials", NS)
     assert secret is not None and secret["stringData"]["AWS_ACCESS_KEY_ID"] == "key-id-marker"
-    assert secret["metadata"]["annotations"]["serving.kserve.io/s3-endpoint"] == "192.168.200.11:9000"
+    assert (
+        secret["metadata"]["annotations"]["serving.kserve.io/s3-endpoint"]
+        == "seaweedfs.mlops.svc.cluster.local:8333"
+    )
     account = api.find("serviceaccounts", "s3-models", NS)
     assert account is not None and account["secrets"] == [{"name": "s3-credentials"}]
     assert api.find("servingruntimes", "ai-how-runtime", NS) is not None

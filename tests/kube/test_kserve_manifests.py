@@ -147,7 +147,7 @@ def test_the_s3_secret_comes_from_the_environment_only(config: ClusterConfig) ->
     }
     assert secret["metadata"]["annotations"] == {
         "serving.kserve.io/s3-region": "us-east-1",
-        "serving.kserve.io/s3-endpoint": "192.168.200.11:9000",
+        "serving.kserve.io/s3-endpoint": "seaweedfs.mlops.svc.cluster.local:8333",  # in_cluster_endpoint
         "serving.kserve.io/s3-usehttps": "0",
         "serving.kserve.io/s3-verifyssl": "0",
     }
@@ -163,6 +163,58 @@ def test_the_runtime_runs_the_ai_how_server_as_non_root(config: ClusterConfig) -
     assert "--model-uri=file:///mnt/models" in container["args"]
     assert container["securityContext"]["runAsNonRoot"] is True
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+
+
+def crd_dir() -> Path:
+    if not (CRD_DIR / "kserve-v0.20.0").is_dir():
+        pytest.skip(f"KServe's CRD schemas are not here: {CRD_DIR} (shared schemas not checked out)")
+    return CRD_DIR
+
+
+VARIANTS = {
+    "hpa": {},
+    "keda": {"autoscaling__autoscaler": "keda"},
+    "fixed": {"autoscaling__enabled": False},
+    "knative": {"deployment_mode": "Knative"},
+    "huggingface": {"llm_runtime": "huggingface", "huggingface_backend": "vllm"},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_variant_validates_against_kserves_crds(config: ClusterConfig, variant: str) -> None:
+    from ai_how.kube.validation import validate_objects
+
+    changed = with_serving(config, **VARIANTS[variant])
+    objects = [
+        kserve.serving_runtime(changed),
+        kserve.service_account(changed),
+        kserve.inference_service(changed, model("llm"), canary_percent=10 if variant == "knative" else None),
+        kserve.inference_service(changed, model("classifier", "digits-cnn")),
+    ]
+    secret = kserve.s3_secret(changed, {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"})
+    assert secret is not None
+    assert validate_objects([*objects, secret], kubernetes_version="1.35", crd_dir=crd_dir()) == []
+
+
+@pytest.mark.parametrize(
+    ("typo", "where"),
+    [
+        (("spec", "predictor", "minReplica"), "minReplica"),
+        (("spec", "predictor", "model", "storageURI"), "storageURI"),
+    ],
+)
+def test_a_typo_in_an_inference_service_fails_validation(
+    config: ClusterConfig, typo: tuple[str, ...], where: str
+) -> None:
+    from ai_how.kube.validation import validate_objects
+
+    manifest = kserve.inference_service(config, model())
+    target = manifest
+    for key in typo[:-1]:
+        target = target[key]
+    target[typo[-1]] = 2 if where == "minReplica" else "s3://models/x/"
+    problems = validate_objects([manifest], kubernetes_version="1.35", crd_dir=crd_dir())
+    assert len(problems) == 1 and where in problems[0] and "smollm-production" in problems[0]
 
 
 @pytest.mark.live

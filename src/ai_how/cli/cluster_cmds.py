@@ -245,6 +245,10 @@ def make_app(side: ClusterSide) -> typer.Typer:
 
 
 def _add_kubernetes_commands(app: typer.Typer) -> None:
+    from ai_how.cli.cloud_stack_cmds import make_stack_app
+
+    app.add_typer(make_stack_app(), name="stack")
+
     @app.command("deploy")
     def deploy(
         ctx: typer.Context,

@@ -563,11 +563,51 @@ class Serving(Model):
     )
 
 
+StackService = Literal["objectstore", "postgresql", "mlflow", "bucket_job"]
+
+
+class KubeStack(Model):
+    """The MLOps stack on the cloud cluster (`ai-how cloud stack render|up|down|status`): namespaces,
+    object store, PostgreSQL, MLflow (community chart) and KServe (chart, Standard mode)."""
+
+    namespace: DnsLabel = Field(
+        default="mlops", description="Namespace of MLflow, PostgreSQL and the object store."
+    )
+    monitoring_namespace: DnsLabel = "monitoring"
+    object_store: Literal["seaweedfs", "minio"] = Field(
+        default="seaweedfs", description="The in-cluster S3 server (MinIO's community edition is archived)."
+    )
+    object_store_image: str | None = Field(
+        default=None, description="Default: the pinned image of the provider."
+    )
+    object_store_size: str = "50Gi"
+    object_store_host_port: Port | None = Field(
+        default=None,
+        description="Expose the S3 port on its node at this port, so the workstation reaches it "
+        "(mlops.object_store.endpoint).",
+    )
+    postgresql_image: str = "postgres:17.6"
+    postgresql_size: str = "10Gi"
+    bucket_job_image: str = "amazon/aws-cli:2.34.48"
+    mlflow_host: str = Field(default="mlflow.ai-how.local", description="The MLflow Ingress host.")
+    ingress_domain: str = Field(
+        default="ai-how.local", description="KServe: InferenceService hosts are <name>-<namespace>.<domain>."
+    )
+    service_monitors: bool = Field(
+        default=True,
+        description="ServiceMonitors for MLflow and the object store (needs the Prometheus Operator CRDs).",
+    )
+    resources: dict[StackService, Resources] = Field(
+        default_factory=dict, description="Per service; omitted services get ai-how's defaults."
+    )
+
+
 class MLOps(Model):
     mlflow: MLflow = Field(default_factory=MLflow)
     object_store: ObjectStore = Field(default_factory=ObjectStore)
     postgresql: PostgreSQL = Field(default_factory=PostgreSQL)
     serving: Serving = Field(default_factory=Serving)
+    kubernetes: KubeStack = Field(default_factory=KubeStack)
 
 
 # --------------------------------------------------------------------------- monitoring

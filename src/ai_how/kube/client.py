@@ -83,6 +83,7 @@ RESOURCES: dict[tuple[str, str], Resource] = {
         Resource("monitoring.coreos.com/v1", "PodMonitor", "podmonitors"),
         Resource("monitoring.coreos.com/v1", "PrometheusRule", "prometheusrules"),
         Resource("keda.sh/v1alpha1", "ScaledObject", "scaledobjects"),
+        Resource("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False),
     )
 }
 

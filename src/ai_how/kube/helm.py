@@ -48,7 +48,10 @@ def helm_install_command(
     """argv of an idempotent ``helm upgrade --install``: ``--repo`` fetches the chart without a
     ``helm repo add`` left behind, ``--wait --atomic`` rolls a failed install back,
     ``--create-namespace`` makes a first run work. Paths are on the machine that runs it."""
-    argv = ["helm", "upgrade", "--install", release, chart, "--repo", repo, "--version", version]
+    argv = ["helm", "upgrade", "--install", release, chart]
+    if repo:  # an OCI chart (chart = oci://...) is named whole and has no --repo
+        argv += ["--repo", repo]
+    argv += ["--version", version]
     argv += ["--namespace", namespace, "--create-namespace", "--values", values_path]
     argv += ["--wait", "--atomic", "--timeout", timeout]
     if kubeconfig:
@@ -105,4 +108,39 @@ def install_over_ssh(
         raise AiHowError(
             f"helm could not install {chart.chart} {chart.version} on {host}: {done.tail(3)}",
             fix=f"see {log_path}; rerun `ai-how cloud deploy CONFIG --tags none` after fixing it",
+        )
+
+
+def helm_uninstall_command(
+    chart: HelmChart, *, kubeconfig: str | None = None, timeout: str = "10m"
+) -> list[str]:
+    """argv of ``helm uninstall`` that succeeds when the release is already gone."""
+    argv = ["helm", "uninstall", chart.release, "--namespace", chart.namespace, "--ignore-not-found"]
+    argv += ["--wait", "--timeout", timeout]
+    if kubeconfig:
+        argv += ["--kubeconfig", kubeconfig]
+    return argv
+
+
+def uninstall_over_ssh(
+    chart: HelmChart,
+    *,
+    host: str,
+    ssh_key: Path,
+    known_hosts: Path,
+    log_path: Path,
+    progress: Callable[[str], None],
+) -> None:
+    """Uninstall ``chart``'s release on ``host`` with sudo helm (nothing happens when it is not installed)."""
+    progress(f"helm: uninstalling {chart.namespace}/{chart.release}")
+    remote_cmd = "sudo " + shlex.join(helm_uninstall_command(chart, kubeconfig=CONTROL_PLANE_KUBECONFIG))
+    done = run_logged(
+        [*ssh_command(host, key=ssh_key, known_hosts=known_hosts), remote_cmd],
+        log_path=log_path,
+        timeout_s=900,
+    )
+    if done.returncode != 0:
+        raise AiHowError(
+            f"helm could not uninstall {chart.namespace}/{chart.release} on {host}: {done.tail(3)}",
+            fix=f"see {log_path}",
         )
