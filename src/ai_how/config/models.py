@@ -618,7 +618,67 @@ class Prometheus(Model):
     host: str = "127.0.0.1"
     port: Port = 9090
     scrape_interval: Duration = "15s"
+    evaluation_interval: Duration = "15s"
     retention: Duration = "15d"
+    external_labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels this Prometheus adds to every series (e.g. cluster: hpc)."
+    )
+
+
+class Receiver(Model):
+    """Where Alertmanager sends alerts; URLs and passwords come from environment variables, never the file."""
+
+    name: DnsLabel
+    webhook_url_env: EnvVarName | None = Field(
+        default=None, description="Environment variable holding a webhook URL (Slack, Teams, a pager...)."
+    )
+    email_to: str | None = None
+    email_from: str | None = None
+    smarthost: str | None = Field(default=None, description="SMTP server host:port for email.")
+    smtp_password_env: EnvVarName | None = None
+    severities: list[Literal["critical", "warning", "info"]] = Field(
+        default_factory=lambda: ["critical", "warning"], description="Alerts of these severities go here."
+    )
+
+
+class Alertmanager(Model):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port = 9093
+    receivers: list[Receiver] = Field(default_factory=list)
+    group_wait: Duration = "30s"
+    repeat_interval: Duration = "4h"
+
+
+class Exporters(Model):
+    """Ports of the exporters ``ai-how stack up`` runs beside Prometheus."""
+
+    node_exporter: bool = True
+    node_exporter_port: Port = 9100
+    slurm_port: Port = Field(
+        default=9341, description="`ai-how exporter slurm` (when the HPC side is SLURM)."
+    )
+    pipeline_port: Port = Field(default=9342, description="`ai-how exporter pipeline`: runs, stages, syncs.")
+
+
+class Slo(Model):
+    """Service levels the alert rules enforce."""
+
+    inference_p95_seconds: Annotated[float, Field(gt=0)] = 0.5
+    error_rate: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    gpu_temperature_celsius: PositiveInt = 85
+    job_pending_minutes: PositiveInt = 30
+
+
+class Federation(Model):
+    """The cloud cluster's Prometheus pulls the HPC side's series (``/federate`` with ``honor_labels``)."""
+
+    enabled: bool = False
+    hpc_prometheus_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/.*)?$")] | None = None
+    match: list[str] = Field(
+        default_factory=lambda: ['{job=~"slurm|node|dcgm|pipeline"}', '{__name__=~"job:.*"}'],
+        description="match[] selectors of the series to federate.",
+    )
 
 
 class Grafana(Model):
@@ -635,6 +695,10 @@ class Logging(Model):
 
 class Monitoring(Model):
     prometheus: Prometheus = Field(default_factory=Prometheus)
+    alertmanager: Alertmanager = Field(default_factory=Alertmanager)
+    exporters: Exporters = Field(default_factory=Exporters)
+    slo: Slo = Field(default_factory=Slo)
+    federation: Federation = Field(default_factory=Federation)
     grafana: Grafana = Field(default_factory=Grafana)
     logging: Logging = Field(default_factory=Logging)
 
