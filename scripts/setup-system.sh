@@ -10,10 +10,12 @@ PKGS=(
   slurm-wlm munge                       # HPC executor (tests start munged, slurmctld, slurmd)
   openssh-server openssh-client rsync   # SSH transport to a login node (tests start their own sshd)
   prometheus                            # monitoring tests
+  prometheus-alertmanager prometheus-node-exporter  # `amtool check-config`, the embedded stack's exporters
   mmdebstrap qemu-utils fdisk e2fsprogs # VM base images (`ai-how image build`: loop device + mmdebstrap)
   genisoimage cloud-init packer         # cloud-init seeds, `cloud-init schema`, `packer validate`
   libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86   # VMs (the boot test starts libvirtd)
   dnsmasq-base iptables                 # libvirt NAT networks with static DHCP leases
+  podman buildah runc containernetworking-plugins  # `ai-how image server` (runc: crun fails on cgroup-hybrid hosts)
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,4 +1,5 @@
-"""``ai-how image build|packer``: the VMs' base images (Debian qcow2 with cloud-init) and their Packer templates."""
+"""``ai-how image build|packer|server``: the VMs' base images (Debian qcow2 with cloud-init), their Packer
+templates, and the model-server container image KServe's ServingRuntime runs."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from typing import Annotated
 import typer
 
 from ai_how.cli import render
-from ai_how.cli.common import JsonOpt
+from ai_how.cli.common import JsonOpt, load_valid_config
 from ai_how.provision.images.recipes import DEFAULT_MIRROR, DEFAULT_SIZE_GIB, ROLES, recipe_for
 
 image_app = typer.Typer(
     help="Base images of the workstation VMs. `build` makes ROLE's qcow2 here with mmdebstrap (root, "
     "the Debian archive); `packer` writes the equivalent Packer template for a KVM host. "
-    f"Roles: {', '.join(ROLES)}.",
+    f"Roles: {', '.join(ROLES)}. `server` builds the model-server container image with podman, buildah or docker.",
     no_args_is_help=True,
 )
 
@@ -89,6 +90,82 @@ def packer(
         return
     _stderr(f"wrote {files.user_data} and {files.meta_data}")
     typer.echo(str(files.template))
+
+
+@image_app.command("server")
+def server(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Cluster config: --tag defaults to its mlops.serving.image."),
+    ] = None,
+    tag: Annotated[
+        str | None,
+        typer.Option(
+            "--tag",
+            "-t",
+            help="Image name:tag (default: the config's image, else ai-how/model-server:VERSION).",
+        ),
+    ] = None,
+    variant: Annotated[
+        str, typer.Option("--variant", help="cpu (CPU torch) or cuda (CUDA torch, NVIDIA base).")
+    ] = "cpu",
+    builder: Annotated[
+        str,
+        typer.Option("--builder", help="auto (first of podman, buildah, docker), podman, buildah or docker."),
+    ] = "auto",
+    push: Annotated[
+        bool, typer.Option("--push", help="Push the image with the same tool after the build.")
+    ] = False,
+    base_image: Annotated[
+        str | None,
+        typer.Option(
+            "--base-image",
+            help="FROM image (default: python:3.11-slim-bookworm for cpu, nvidia/cuda for cuda).",
+        ),
+    ] = None,
+    torch_index_url: Annotated[
+        str | None,
+        typer.Option(
+            "--torch-index-url", help="Extra pip index for torch ('' for none; default: the variant's)."
+        ),
+    ] = None,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="Download every wheel with this host's pip first; build with no network (base image must be local).",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build the model-server image (the ai-how wheel with the serve extra, non-root, V2 health check); print its tag.
+
+    The config's mlops.serving.image is the image KServe's ServingRuntime runs: build and push that tag.
+    """
+    from ai_how.containers.model_server import ServerImageRequest, build_server_image
+    from ai_how.kube.kserve import default_image, runtime_image
+
+    if tag is None:
+        tag = (
+            runtime_image(load_valid_config(ctx, config).config.mlops.serving) if config else default_image()
+        )
+    request = ServerImageRequest(
+        tag=tag,
+        variant=variant,
+        base_image=base_image,
+        torch_index_url=torch_index_url,
+        offline=offline,
+        push=push,
+        builder=builder,
+    )
+    built = build_server_image(request, log_dir=ctx.obj.state_dir / "images", report=_stderr)
+    if as_json:
+        render.print_json(built.as_dict())
+        return
+    pushed = ", pushed" if built.pushed else ""
+    _stderr(f"built {built.tag} with {built.builder} in {built.build_seconds:.0f} s{pushed}; log {built.log}")
+    typer.echo(built.tag)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,1 @@
+"""Container images ai-how builds with the host's podman, buildah or docker (the model server's)."""
