@@ -61,6 +61,5 @@ mlops-e2e-test: mlops-stack   ## the whole workflow in one run, then the e2e che
 	$(AI_HOW) pipeline run -c $(CONFIG) --workload $(WORKLOAD)
 	$(AI_HOW) pipeline verify -c $(CONFIG) --model-name $(WORKLOAD)
 
-mlops-monitor:    ## where to look: services, model server, metrics
-	$(AI_HOW) stack status -c $(CONFIG)
-	@echo "MLflow UI: the mlflow URL above; model metrics: <model-server URL>/metrics (Prometheus format)"
+mlops-monitor:    ## open what runs: MLflow UI, Prometheus, Alertmanager, the latest run report (prints them without a browser)
+	$(AI_HOW) monitoring open -c $(CONFIG)

@@ -369,6 +369,16 @@ def http_ok(url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
+def http_post(url: str, timeout_s: float = 10.0) -> bool:
+    """POST with an empty body (e.g. Prometheus' ``/-/reload``); whether it answered 2xx."""
+    request = urllib.request.Request(url, data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return bool(200 <= response.status < 300)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 def wait_until(
     ready: Callable[[], bool],
     *,

@@ -112,10 +112,15 @@ def _register() -> None:
         config_cmds,
         deploy_cmds,
         evaluate_cmds,
+        exporter_cmds,
         image_cmds,
+        monitoring_cmds,
+        monitoring_open_cmds,
         oumi_cmds,
         pipeline_cmds,
+        report_cmds,
         stack_cmds,
+        status_cmds,
         sync_cmds,
     )
 
@@ -130,6 +135,11 @@ def _register() -> None:
         bench_cmds,
         cluster_cmds,
         image_cmds,
+        status_cmds,
+        exporter_cmds,
+        monitoring_cmds,
+        monitoring_open_cmds,
+        report_cmds,
     ):
         module.register(app)
 

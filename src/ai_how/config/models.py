@@ -625,6 +625,9 @@ class Prometheus(Model):
     )
 
 
+Severity = Literal["critical", "warning", "info"]
+
+
 class Receiver(Model):
     """Where Alertmanager sends alerts; URLs and passwords come from environment variables, never the file."""
 
@@ -636,8 +639,9 @@ class Receiver(Model):
     email_from: str | None = None
     smarthost: str | None = Field(default=None, description="SMTP server host:port for email.")
     smtp_password_env: EnvVarName | None = None
-    severities: list[Literal["critical", "warning", "info"]] = Field(
-        default_factory=lambda: ["critical", "warning"], description="Alerts of these severities go here."
+    severities: list[Severity] = Field(
+        default_factory=lambda: list[Severity](["critical", "warning"]),
+        description="Alerts of these severities go here.",
     )
 
 
@@ -694,6 +698,10 @@ class Logging(Model):
 
 
 class Monitoring(Model):
+    alert_for: Duration | None = Field(
+        default=None,
+        description="Replace every alert rule's `for:` with this duration (demos and tests; omit in production).",
+    )
     prometheus: Prometheus = Field(default_factory=Prometheus)
     alertmanager: Alertmanager = Field(default_factory=Alertmanager)
     exporters: Exporters = Field(default_factory=Exporters)

@@ -174,6 +174,24 @@ class LocalDeployer:
     def _state(self) -> dict[str, Any]:
         return self.store.read(STATE_DOC)
 
+    def _publish(self) -> None:
+        """Tell the embedded Prometheus which servers run (its file_sd targets), when monitoring is on."""
+        if not self.config.monitoring.prometheus.enabled:
+            return
+        from ai_how.monitoring.embedded import publish_model_servers
+
+        port = self.config.mlops.serving.port
+        servers = [
+            (
+                role,
+                record.model,
+                f"{self.host}:{port if role == 'production' else record.port}",
+                record.version,
+            )
+            for role, record in self._processes()
+        ]
+        publish_model_servers(self.layout, servers)
+
     def production(self) -> ServerRecord | None:
         """The production server's record (one process, every model in production)."""
         record = self._state().get("production")
@@ -262,6 +280,7 @@ class LocalDeployer:
                 state.setdefault("candidates", {})[f"{request.model_name}/v{request.version}"] = (
                     record.to_json()
                 )
+            self._publish()
         if production is not None:
             keeps = "keeps" if len(production.models) == 1 else "keep"
             note = f"{describe(production.models)} {keeps} serving {self.base_url} until promoted"
@@ -368,6 +387,7 @@ class LocalDeployer:
             with self.store.transaction(STATE_DOC) as state:
                 state["production"] = candidate.to_json()
                 state.get("candidates", {}).pop(f"{model_name}/v{version}", None)
+            self._publish()
         details = {
             "pid": str(read_pid(Path(candidate.pidfile))),
             "log": candidate.log,
@@ -453,6 +473,7 @@ class LocalDeployer:
             stopped = stop_daemon(Path(candidate.pidfile))
             with self.store.transaction(STATE_DOC) as state:
                 state.get("candidates", {}).pop(f"{model_name}/v{version}", None)
+            self._publish()
             return stopped
 
     def undeploy(self, model_name: str) -> bool:
@@ -477,6 +498,7 @@ class LocalDeployer:
                 candidates = state.get("candidates", {})
                 for key in [k for k, c in candidates.items() if c["model"] == model_name]:
                     candidates.pop(key)
+            self._publish()
         return stopped
 
     def _replace_production(
@@ -518,6 +540,7 @@ class LocalDeployer:
                     )
                     stopped += [f"{name} v{m.version}" for name, m in served.items()]
             self.store.write(STATE_DOC, {"production": None, "candidates": {}})
+            self._publish()
         return stopped
 
     def endpoint(self, model_name: str) -> str | None:

@@ -13,7 +13,7 @@ from ai_how.config.models import ClusterConfig
 from ai_how.deployers.local import LocalDeployer
 from ai_how.errors import AiHowError
 from ai_how.layout import Layout
-from ai_how.procs import http_ok, port_open, read_pid, start_daemon, stop_daemon, wait_until
+from ai_how.procs import http_ok, http_post, port_open, read_pid, start_daemon, stop_daemon, wait_until
 from ai_how.redact import redact, register_secret_names, secret_env_names
 from ai_how.state.store import StateStore
 
@@ -29,6 +29,7 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
     start_timeout_s: float = 120.0
     note: str = ""
+    reload_url: str = ""  # POSTed when `stack up` finds the service running (a new configuration)
 
 
 @dataclass
@@ -136,13 +137,20 @@ def services(config: ClusterConfig, layout: Layout) -> list[Service]:
                     "--artifacts-destination",
                     destination,
                     "--serve-artifacts",
+                    *(
+                        ["--expose-prometheus", str(layout.mlflow / "prometheus")]
+                        if config.monitoring.prometheus.enabled
+                        else []
+                    ),
                 ],
                 url,
                 f"{url}/health",
                 env=env | backend_store_env(config),
             )
         )
-    return found
+    from ai_how.monitoring import embedded  # Prometheus, Alertmanager, exporters (when enabled)
+
+    return found + embedded.services(config, layout)
 
 
 def _alive(pidfile: Path) -> bool:
@@ -172,6 +180,10 @@ def up(config: ClusterConfig, layout: Layout) -> list[ServiceStatus]:
 
 def _up_locked(config: ClusterConfig, layout: Layout) -> list[ServiceStatus]:
     result = []
+    if config.monitoring.prometheus.enabled:
+        from ai_how.monitoring import embedded
+
+        embedded.prepare(config, layout)  # the configuration this start (or reload) loads
     for service in services(config, layout):
         pidfile, log = layout.stack / f"{service.name}.pid", layout.stack / f"{service.name}.log"
         endpoint = urlparse(service.url)
@@ -182,6 +194,8 @@ def _up_locked(config: ClusterConfig, layout: Layout) -> list[ServiceStatus]:
                     fix="stop that process or change the port in the config",
                 )
             start_daemon(service.command, pidfile=pidfile, log_path=log, env=os.environ | service.env)
+        elif service.reload_url:
+            http_post(service.reload_url)  # running already: load the configuration just rendered
         wait_until(
             functools.partial(http_ok, service.health_url),
             timeout_s=service.start_timeout_s,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ai_how.fsutil import atomic_write
 from ai_how.workloads.common import WorkloadError, write_json
 from ai_how.workloads.options import Option, build_parser
+from ai_how.workloads.progress import append_progress
 
 if TYPE_CHECKING:
     import numpy as np
@@ -168,6 +169,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(args.seed)  # the same permutation on every rank
     start = time.monotonic()
     for epoch in range(args.epochs):
+        epoch_start = time.monotonic()
         model.train()
         order = torch.randperm(len(train_x), generator=generator)[ddp.rank :: ddp.world_size].to(device)
         totals = torch.zeros(2, device=device)  # loss sum, batches
@@ -192,6 +194,15 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             print(
                 f"epoch {epoch + 1}/{args.epochs} loss {losses[-1]:.4f} held-out accuracy {accuracies[-1]:.4f}",
                 flush=True,
+            )
+            append_progress(
+                args.output,
+                step=epoch + 1,
+                total_steps=args.epochs,
+                loss=losses[-1],
+                samples_per_second=round(len(x_tr) / max(time.monotonic() - epoch_start, 1e-9), 1),
+                epoch=epoch + 1,
+                accuracy=accuracies[-1],
             )
     elapsed = time.monotonic() - start
     if ddp.rank == 0:

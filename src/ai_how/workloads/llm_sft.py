@@ -8,6 +8,7 @@ Model: a tiny Llama built offline (default) or SmolLM2-135M (``--model smollm2-1
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
@@ -19,6 +20,7 @@ from ai_how.fsutil import atomic_write_text
 from ai_how.workloads import llm_data
 from ai_how.workloads.common import Distributed, WorkloadError, copy_atomic, write_json
 from ai_how.workloads.options import Option, build_parser
+from ai_how.workloads.progress import relay_trainer_log
 
 MODELS = ("tiny-llama", "smollm2-135m", "smollm-135m-shape")
 # The job's options, declared once: the parser below and `ai-how pipeline run --set` both read them.
@@ -151,7 +153,17 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     from oumi.train import train as oumi_train
 
     start = time.monotonic()
-    oumi_train(config)
+    with (
+        relay_trainer_log(
+            oumi_out / "metrics_rank0000.jsonl",  # Oumi's MetricsLoggerCallback, rank 0
+            args.output,
+            total_steps=args.max_steps,
+            samples_per_step=args.batch_size * ddp.world_size,
+        )
+        if ddp.is_main
+        else contextlib.nullcontext()
+    ):
+        oumi_train(config)
     elapsed = time.monotonic() - start
 
     if ddp.is_main:

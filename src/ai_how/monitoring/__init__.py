@@ -1,0 +1,1 @@
+"""Observability: exporters, generated Prometheus/Alertmanager/Grafana configuration, health status."""

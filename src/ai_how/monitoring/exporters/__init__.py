@@ -1,0 +1,1 @@
+"""Prometheus exporters: SLURM (sinfo/squeue) and the pipeline's state store, served over HTTP."""
