@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup test test-slow test-all lint format clean
+.PHONY: setup test test-slow test-slow-images test-slow-services test-all lint format clean
 
 setup:            ## install Debian packages (as root) and the Python env (.venv); idempotent
 	bash scripts/setup-system.sh
@@ -21,6 +21,12 @@ test:             ## the default test suite: all but the long end-to-end tests (
 
 test-slow:        ## the long end-to-end tests (marked slow); CI runs them as a step after `make test`
 	$(BIN)/pytest -q -m slow
+
+test-slow-images: ## the slow tests of VM and container images (QEMU, podman); CI runs them beside the next
+	$(BIN)/pytest -q -m slow tests/provision tests/containers
+
+test-slow-services: ## the other slow tests (SLURM, MLflow, S3, Prometheus end to end)
+	$(BIN)/pytest -q -m slow --ignore=tests/provision --ignore=tests/containers
 
 test-all:         ## both suites, one after the other (what CI runs)
 	$(MAKE) test

@@ -64,7 +64,11 @@ def test_prometheus_picks_up_every_monitor_and_rule_and_labels_its_cluster() -> 
     assert spec["scrapeClasses"][0]["relabelings"] == [
         {"targetLabel": "cluster", "replacement": "inference-cluster"}
     ]
-    assert "additionalScrapeConfigs" not in spec  # federation is off in the example
+    (federate,) = spec["additionalScrapeConfigs"]  # the example federates the workstation's Prometheus
+    assert federate["static_configs"] == [{"targets": ["192.168.100.1:9090"]}]
+    off = example_config()
+    off.monitoring.federation.enabled = False
+    assert "additionalScrapeConfigs" not in kube_prometheus.values(off)["prometheus"]["prometheusSpec"]
 
 
 def test_federation_becomes_an_additional_scrape_config_promtool_accepts(tmp_path: Path) -> None:

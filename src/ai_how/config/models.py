@@ -651,6 +651,10 @@ class Alertmanager(Model):
     port: Port = 9093
     receivers: list[Receiver] = Field(default_factory=list)
     group_wait: Duration = "30s"
+    group_interval: Duration = Field(
+        default="5m",
+        description="How long Alertmanager waits before telling a group's changes (resolutions too).",
+    )
     repeat_interval: Duration = "4h"
 
 

@@ -24,7 +24,6 @@ from ai_how.kube.kserve import MANAGED_BY
 from ai_how.monitoring.metrics_catalog import CLUSTER_LABEL, SEVERITY_LABEL
 
 NULL_RECEIVER = "null"
-GROUP_INTERVAL = "5m"
 RECEIVERS_SECRET = "ai-how-alertmanager-receivers"
 # Where the Prometheus Operator mounts ``alertmanagerSpec.secrets`` in the Alertmanager pods.
 OPERATOR_SECRETS_MOUNT = "/etc/alertmanager/secrets"
@@ -105,7 +104,7 @@ def alertmanager_config(monitoring: Monitoring, secrets_dir: str) -> dict[str, A
         "receiver": NULL_RECEIVER,
         "group_by": ["alertname", CLUSTER_LABEL],
         "group_wait": am.group_wait,
-        "group_interval": GROUP_INTERVAL,
+        "group_interval": am.group_interval,
         "repeat_interval": am.repeat_interval,
     }
     if routes:

@@ -485,7 +485,9 @@ def inference(config: ClusterConfig) -> dict[str, Any]:
             "Error ratio (5xx)",
             (
                 q(
-                    f"sum by (cluster, model) (rate({_sel(m.REQUESTS_TOTAL, regex('code', '5..'))}[{RATE}])) / "
+                    # `or ... * 0`: 0 while nothing failed, instead of no data
+                    f"(sum by (cluster, model) (rate({_sel(m.REQUESTS_TOTAL, regex('code', '5..'))}[{RATE}])) "
+                    f"or sum by (cluster, model) (rate({requests}[{RATE}])) * 0) / "
                     f"sum by (cluster, model) (rate({requests}[{RATE}]))",
                     "{{model}}",
                 ),
@@ -565,7 +567,8 @@ def mlflow() -> dict[str, Any]:
             "Error ratio (5xx)",
             (
                 q(
-                    f"sum by (cluster) (rate({_sel(m.MLFLOW_REQUESTS_TOTAL, regex('status', '5..'))}[{RATE}])) / "
+                    f"(sum by (cluster) (rate({_sel(m.MLFLOW_REQUESTS_TOTAL, regex('status', '5..'))}[{RATE}])) "
+                    f"or sum by (cluster) (rate({requests}[{RATE}])) * 0) / "
                     f"sum by (cluster) (rate({requests}[{RATE}]))",
                     "{{cluster}}",
                 ),
