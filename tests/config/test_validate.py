@@ -199,3 +199,17 @@ def test_functions_of_one_iommu_group_on_two_vms_conflict(
     conflict = next(f for f in result.findings if f.code == "pcie.conflict")
     assert "IOMMU group 3" in conflict.message and "0000:65:00.1" in conflict.message
     assert "pcie.partial_group" in codes(result)
+
+
+def test_embedded_monitoring_ports_must_not_clash(write_config: Writer) -> None:
+    monitoring = {
+        "prometheus": {"enabled": True, "port": 9090},
+        "alertmanager": {"port": 9100},  # node exporter's default port
+    }
+    result = check_file(write_config({"metadata": {"name": "x"}, "monitoring": monitoring}))
+    clash = next(f for f in result.findings if f.code == "mlops.port_clash")
+    assert "port 9100" in clash.message
+    monitoring["alertmanager"] = {"port": 9093}
+    assert "mlops.port_clash" not in codes(
+        check_file(write_config({"metadata": {"name": "x"}, "monitoring": monitoring}))
+    )

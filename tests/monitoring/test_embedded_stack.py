@@ -303,3 +303,38 @@ def _alert(hook: Received, name: str, status: str) -> dict[str, Any] | None:
             if alert["labels"].get("alertname") == name and alert["status"] == status:
                 return dict(alert)
     return None
+
+
+def test_stack_status_shows_targets_and_metrics_survive_stack_down_and_up(
+    tmp_path: Path, s3_server: S3Server, webhook: Received
+) -> None:
+    env, ports = monitored_env(tmp_path, s3_server, webhook)
+    data = yaml.safe_load(env.config.read_text())
+    data["clusters"]["hpc"] = {"name": HPC_CLUSTER, "scheduler": "local"}  # no SLURM exporter here
+    env.config.write_text(yaml.safe_dump(data, sort_keys=False))
+    prometheus = f"http://127.0.0.1:{ports['prometheus']}"
+    with env.stack():
+        wait_for(
+            "Prometheus scraping itself", lambda: query(prometheus, 'up{job="prometheus"} == 1'), timeout_s=60
+        )
+        recorded_at = time.time()
+        statuses = {
+            s["name"]: s
+            for s in json.loads(env.cli("stack", "status", "-c", str(env.config), "--json").stdout)
+        }
+        assert statuses["prometheus"]["healthy"]
+        assert (
+            statuses["prometheus"]["note"].endswith("targets up")
+            or "targets up; down:" in statuses["prometheus"]["note"]
+        )
+        assert {"alertmanager", "node-exporter", "pipeline-exporter", "mlflow"} <= set(statuses)
+    # `stack down` stopped everything; the TSDB stayed in the state directory.
+    assert not _ready(prometheus)
+    with env.stack():
+        wait_for("Prometheus again", lambda: _ready(prometheus), timeout_s=60)
+        answer = httpx.get(
+            f"{prometheus}/api/v1/query",
+            params={"query": 'up{job="prometheus"}', "time": recorded_at},
+            timeout=10,
+        ).json()
+        assert answer["data"]["result"], "the samples from before `stack down` are gone"

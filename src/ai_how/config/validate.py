@@ -475,6 +475,7 @@ def check_mlops(ctx: ValidationContext) -> Iterator[Finding]:
             ctx.config.monitoring.prometheus.port,
             ("monitoring", "prometheus", "port"),
         ),
+        *_monitoring_ports(ctx),
     ]
     for enabled, host, port, path in services:
         if not enabled:
@@ -488,6 +489,35 @@ def check_mlops(ctx: ValidationContext) -> Iterator[Finding]:
                 related=[ports[(host, port)]],
             )
         ports.setdefault((host, port), path)
+
+
+def _monitoring_ports(ctx: ValidationContext) -> list[tuple[bool, str, int, YamlPath]]:
+    """The embedded monitoring services' ports (they run only with Prometheus enabled)."""
+    monitoring = ctx.config.monitoring
+    on = monitoring.prometheus.enabled
+    exporters = monitoring.exporters
+    hpc = ctx.config.clusters.hpc
+    return [
+        (
+            on and monitoring.alertmanager.enabled,
+            monitoring.alertmanager.host,
+            monitoring.alertmanager.port,
+            ("monitoring", "alertmanager", "port"),
+        ),
+        (
+            on and exporters.node_exporter,
+            "127.0.0.1",
+            exporters.node_exporter_port,
+            ("monitoring", "exporters", "node_exporter_port"),
+        ),
+        (
+            on and hpc is not None and hpc.scheduler == "slurm",
+            "127.0.0.1",
+            exporters.slurm_port,
+            ("monitoring", "exporters", "slurm_port"),
+        ),
+        (on, "127.0.0.1", exporters.pipeline_port, ("monitoring", "exporters", "pipeline_port")),
+    ]
 
 
 def _check_kserve(ctx: ValidationContext) -> Iterator[Finding]:

@@ -10,12 +10,14 @@ local deployer in a file_sd file as they come and go.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -199,9 +201,26 @@ def services(config: ClusterConfig, layout: Layout) -> list[Service]:
             f"{url}/-/ready",
             start_timeout_s=90,
             reload_url=f"{url}/-/reload",
+            describe=functools.partial(targets_summary, url),
         )
     )
     return found
+
+
+def targets_summary(prometheus_url: str) -> str:
+    """``3/4 targets up; down: slurm 127.0.0.1:9341 (connection refused)`` from Prometheus' API."""
+    try:
+        with urllib.request.urlopen(f"{prometheus_url}/api/v1/targets?state=active", timeout=3) as response:
+            targets = json.load(response)["data"]["activeTargets"]
+    except (OSError, ValueError, KeyError) as exc:
+        return f"targets unknown: {exc}"
+    down = [t for t in targets if t.get("health") != "up"]
+    summary = f"{len(targets) - len(down)}/{len(targets)} targets up"
+    if down:
+        summary += "; down: " + ", ".join(
+            f"{t['labels'].get('job')} {t['labels'].get('instance')}" for t in down
+        )
+    return summary
 
 
 def publish_model_servers(layout: Layout, servers: list[tuple[str, str, str, int]]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlparse
@@ -30,6 +31,7 @@ class Service:
     start_timeout_s: float = 120.0
     note: str = ""
     reload_url: str = ""  # POSTed when `stack up` finds the service running (a new configuration)
+    describe: Callable[[], str] | None = None  # what `stack status` says of it while healthy
 
 
 @dataclass
@@ -159,14 +161,9 @@ def _alive(pidfile: Path) -> bool:
 
 def _status(service: Service, layout: Layout) -> ServiceStatus:
     pid = read_pid(layout.stack / f"{service.name}.pid")
-    return ServiceStatus(
-        service.name,
-        redact(service.url),
-        pid,
-        pid is not None and http_ok(service.health_url),
-        True,
-        service.note,
-    )
+    healthy = pid is not None and http_ok(service.health_url)
+    note = service.describe() if healthy and service.describe is not None else service.note
+    return ServiceStatus(service.name, redact(service.url), pid, healthy, True, note)
 
 
 def up(config: ClusterConfig, layout: Layout) -> list[ServiceStatus]:
