@@ -245,7 +245,11 @@ def test_the_stack_watches_training_and_serving_and_alerts_on_a_dead_model_serve
                 timeout_s=60,
             )
             assert federated[0]["metric"]["cluster"] == HPC_CLUSTER  # honor_labels kept the HPC label
-            assert query(cloud_url, f'DCGM_FI_DEV_GPU_UTIL{{cluster="{CLOUD_CLUSTER}"}}')
+            wait_for(  # its own scrape of the DCGM stand-in may come a moment after the federation
+                "DCGM series in the cloud Prometheus",
+                lambda: query(cloud_url, f'DCGM_FI_DEV_GPU_UTIL{{cluster="{CLOUD_CLUSTER}"}}'),
+                timeout_s=30,
+            )
 
             # A model server dies: the alert reaches Alertmanager and the webhook; `ai-how status` says so.
             os.kill(_production_pid(env), signal.SIGKILL)
