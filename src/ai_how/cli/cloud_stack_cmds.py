@@ -25,13 +25,6 @@ KubeconfigOpt = Annotated[
 ContextOpt = Annotated[str | None, typer.Option("--context", help="Kubeconfig context.", show_default=False)]
 
 
-def _progress(quiet: bool) -> Any:
-    def say(message: str) -> None:
-        render.err_console.print(f"[dim]{escape(message)}[/dim]")
-
-    return (lambda _m: None) if quiet else say
-
-
 def _kubeconfig(ctx: typer.Context, config: Path, given: Path | None) -> tuple[Any, Path]:
     from ai_how.kube.deploy import kubeconfig_path
 
@@ -104,7 +97,7 @@ def make_stack_app() -> typer.Typer:
         from ai_how.kube.stack.ssh_helm import ssh_helm
 
         loaded, path = _kubeconfig(ctx, config, kubeconfig)
-        say = _progress(as_json)
+        say = render.progress_lines(as_json)
         helm = ssh_helm(loaded, Layout(ctx.obj.state_dir), say)
         rows = up(loaded.config, path, helm, progress=say, context=context, timeout_s=timeout)
         _show(rows, as_json, "MLOps stack")
@@ -134,7 +127,7 @@ def make_stack_app() -> typer.Typer:
             "Remove the MLOps stack (MLflow, PostgreSQL, the object store and their data)?", err=True
         ):
             raise typer.Exit(1)
-        say = _progress(as_json)
+        say = render.progress_lines(as_json)
         helm = ssh_helm(loaded, Layout(ctx.obj.state_dir), say)
         removed = down(loaded.config, path, helm, progress=say, remove_crds=crds, context=context)
         if as_json:

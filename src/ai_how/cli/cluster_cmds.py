@@ -37,13 +37,6 @@ UriOpt = Annotated[
 VirtTypeName = Literal["auto", "kvm", "qemu"]
 
 
-def _progress(quiet: bool) -> Any:
-    def say(message: str) -> None:
-        render.err_console.print(f"[dim]{escape(message)}[/dim]")
-
-    return (lambda _m: None) if quiet else say
-
-
 @contextlib.contextmanager
 def _lifecycle(
     ctx: typer.Context,
@@ -68,7 +61,7 @@ def _lifecycle(
     else:
         cluster = cluster_definition(loaded, side, layout, uri=uri, pool_dir=pool_dir)
     with connect(uri) as conn:
-        yield ClusterLifecycle(cluster, conn, ctx.obj.store, uri=uri, progress=_progress(quiet))
+        yield ClusterLifecycle(cluster, conn, ctx.obj.store, uri=uri, progress=render.progress_lines(quiet))
 
 
 def _virt_type(virt_type: VirtTypeName, uri: str) -> VirtType:
@@ -287,7 +280,7 @@ def _add_kubernetes_commands(app: typer.Typer) -> None:
                 tags=tags,
                 limit=limit,
                 driver_in_image=driver_in_image,
-                progress=_progress(as_json),
+                progress=render.progress_lines(as_json),
             )
         _show_health(health, as_json)
         if not health.healthy:
@@ -361,7 +354,7 @@ def _configure_hpc(
     ctx: typer.Context, config: Path, life: ClusterLifecycle, *, wait: bool, quiet: bool
 ) -> None:
     """Run the SLURM playbook on the booted HPC VMs (needs them reachable over SSH)."""
-    say = _progress(quiet)
+    say = render.progress_lines(quiet)
     if is_test_uri(life.uri) or not wait:
         say("not configuring SLURM: " + ("the test driver has no guests" if wait else "--no-wait was given"))
         return

@@ -43,10 +43,7 @@ def deploy(
 
     loaded = load_valid_config(ctx, config)
 
-    def say(line: str) -> None:
-        if not as_json:
-            render.err_console.print(line, markup=False)
-
+    say = render.progress_lines(as_json)
     with render.stdout_to_stderr(as_json), render.progress(as_json, f"deploying {ref}"):
         result = deploy_version(loaded, ctx.obj.store, ref, progress=say, canary_percent=canary)
     if as_json:

@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console
@@ -37,6 +37,15 @@ def progress(quiet: bool, message: str) -> Iterator[None]:
         return
     with err_console.status(message):
         yield
+
+
+def progress_lines(quiet: bool) -> Callable[[str], None]:
+    """A progress callback printing dim lines on stderr (nothing with --json)."""
+
+    def say(message: str) -> None:
+        err_console.print(f"[dim]{escape(message)}[/dim]")
+
+    return (lambda _message: None) if quiet else say
 
 
 @contextlib.contextmanager

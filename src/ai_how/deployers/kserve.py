@@ -292,7 +292,9 @@ def _kubeconfig(config: ClusterConfig, layout: Layout) -> Path | None:
         return Path(cloud.kubeconfig).expanduser()
     if os.environ.get("KUBECONFIG"):
         return Path(os.environ["KUBECONFIG"].split(os.pathsep)[0]).expanduser()
-    fetched = layout.root / "cloud" / "kubeconfig"  # where `ai-how cloud deploy` puts it
+    from ai_how.kube.deploy import cloud_paths
+
+    fetched = cloud_paths(layout).kubeconfig  # where `ai-how cloud deploy` puts it
     return fetched if fetched.is_file() else None
 
 

@@ -72,11 +72,12 @@ def _alertmanager_config(config: ClusterConfig, layout: Layout, rendered: Path) 
     write_secret_files(config.monitoring, secrets)
     document: dict[str, Any] = yaml.safe_load(rendered.read_text())
     webhooks = [w for r in document.get("receivers", []) for w in r.get("webhook_configs", [])]
+    private = _private_alertmanager_config(layout)
     if not webhooks or _version(_binary(ALERTMANAGER_BIN, "prometheus-alertmanager")) >= URL_FILE_SINCE:
+        private.unlink(missing_ok=True)  # services() loads the private copy whenever it exists
         return rendered
     for webhook in webhooks:
         webhook["url"] = Path(webhook.pop("url_file")).read_text().strip()
-    private = secrets / "alertmanager.yml"
     fd = os.open(private.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(yaml.safe_dump(document, sort_keys=False))
@@ -84,8 +85,12 @@ def _alertmanager_config(config: ClusterConfig, layout: Layout, rendered: Path) 
     return private
 
 
-def prepare(config: ClusterConfig, layout: Layout) -> dict[str, Path]:
-    """Render the configuration for this start; returns the files the services load."""
+def _private_alertmanager_config(layout: Layout) -> Path:
+    return alertmanager_secrets_dir(layout.root) / "alertmanager.yml"
+
+
+def prepare(config: ClusterConfig, layout: Layout) -> None:
+    """Render the configuration for this start (the files :func:`services` points the daemons at)."""
     from ai_how.monitoring.render import write_render
 
     target = config_dir(layout)
@@ -93,10 +98,7 @@ def prepare(config: ClusterConfig, layout: Layout) -> dict[str, Path]:
     targets = model_servers_targets_file(layout.root)
     if not targets.exists():
         atomic_write_text(targets, "[]\n")  # the local deployer publishes servers as they start
-    return {
-        "prometheus": target / "prometheus" / "prometheus.yml",
-        "alertmanager": _alertmanager_config(config, layout, target / "alertmanager" / "alertmanager.yml"),
-    }
+    _alertmanager_config(config, layout, target / "alertmanager" / "alertmanager.yml")
 
 
 def _url(host: str, port: int) -> str:
@@ -115,7 +117,7 @@ def services(config: ClusterConfig, layout: Layout) -> list[Service]:
         "prometheus": config_dir(layout) / "prometheus" / "prometheus.yml",
         "alertmanager": config_dir(layout) / "alertmanager" / "alertmanager.yml",
     }
-    private = alertmanager_secrets_dir(layout.root) / "alertmanager.yml"
+    private = _private_alertmanager_config(layout)
     if private.exists():
         files["alertmanager"] = private
     found: list[Service] = []
@@ -207,20 +209,27 @@ def services(config: ClusterConfig, layout: Layout) -> list[Service]:
     return found
 
 
+def targets_health(targets: list[dict[str, Any]]) -> tuple[str, bool]:
+    """(``3/4 targets up; down: slurm 127.0.0.1:9341 (connection refused)``, whether all are up) from
+    the active targets Prometheus' ``/api/v1/targets`` lists."""
+    down = [t for t in targets if t.get("health") != "up"]
+    summary = f"{len(targets) - len(down)}/{len(targets)} targets up"
+    if down:
+        summary += "; down: " + ", ".join(
+            f"{t['labels'].get('job')} {t['labels'].get('instance')} ({t.get('lastError') or t.get('health')})"
+            for t in down
+        )
+    return summary, not down
+
+
 def targets_summary(prometheus_url: str) -> str:
-    """``3/4 targets up; down: slurm 127.0.0.1:9341 (connection refused)`` from Prometheus' API."""
+    """What `stack status` says of a running Prometheus: :func:`targets_health`'s summary."""
     try:
         with urllib.request.urlopen(f"{prometheus_url}/api/v1/targets?state=active", timeout=3) as response:
             targets = json.load(response)["data"]["activeTargets"]
     except (OSError, ValueError, KeyError) as exc:
         return f"targets unknown: {exc}"
-    down = [t for t in targets if t.get("health") != "up"]
-    summary = f"{len(targets) - len(down)}/{len(targets)} targets up"
-    if down:
-        summary += "; down: " + ", ".join(
-            f"{t['labels'].get('job')} {t['labels'].get('instance')}" for t in down
-        )
-    return summary
+    return targets_health(targets)[0]
 
 
 def publish_model_servers(layout: Layout, servers: list[tuple[str, str, str, int]]) -> None:

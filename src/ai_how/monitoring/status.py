@@ -93,12 +93,10 @@ def _slurm(loaded: LoadedConfig, layout: Layout, store: StateStore) -> Iterator[
     if hpc is None or hpc.scheduler != "slurm":
         return
     from ai_how.monitoring.exporters.slurm_state import read_snapshot
-    from ai_how.slurm.transport import LocalTransport, Transport, transport_for
+    from ai_how.slurm.transport import transport_for
 
-    transport: Transport = LocalTransport()
-    if hpc.slurm is not None and hpc.slurm.login:
-        transport = transport_for(hpc.slurm.login, hpc.slurm.ssh_options)
-    snapshot = read_snapshot(transport)  # the SLURM exporter's own reading of sinfo/squeue
+    # The SLURM exporter's own reading of sinfo/squeue, here or over SSH on the login node.
+    snapshot = read_snapshot(transport_for(hpc.slurm.login, hpc.slurm.ssh_options))
     states, cluster = snapshot.node_states, snapshot.cluster
     bad = states.get("down", 0) + states.get("drain", 0) + states.get("fail", 0)
     yield Component(
@@ -171,15 +169,11 @@ def _monitoring(loaded: LoadedConfig, layout: Layout, store: StateStore) -> Iter
     if not monitoring.prometheus.enabled:
         return
     prometheus = f"http://{monitoring.prometheus.host}:{monitoring.prometheus.port}"
+    from ai_how.monitoring.embedded import targets_health
+
     targets = _get_json(f"{prometheus}/api/v1/targets?state=active")["data"]["activeTargets"]
-    down = [t for t in targets if t.get("health") != "up"]
-    detail = f"{len(targets) - len(down)}/{len(targets)} targets up"
-    if down:
-        detail += ": down " + ", ".join(
-            f"{t['labels'].get('job')} {t['labels'].get('instance')} ({t.get('lastError') or t.get('health')})"
-            for t in down
-        )
-    yield Component("monitoring", "Prometheus targets", "failing" if down else "ok", detail)
+    detail, all_up = targets_health(targets)
+    yield Component("monitoring", "Prometheus targets", "ok" if all_up else "failing", detail)
     alerts = _get_json(f"{prometheus}/api/v1/alerts")["data"]["alerts"]
     firing = [a for a in alerts if a.get("state") == "firing"]
     for alert in firing:
