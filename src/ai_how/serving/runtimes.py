@@ -46,6 +46,9 @@ class ServeOptions:
     max_waiting: int | None = None  # None: four batches' worth
     stream_interval: int = 1  # tokens per streamed event once the first token is out
     engine_process: str = "auto"  # our engine in a child process: auto = on a GPU
+    engines_dir: str | None = None  # where shared engine processes listen (several HTTP processes)
+    attach: bool = False  # an HTTP worker: attach to the engines there instead of running them
+    http_processes: int = 1
 
 
 class LLMModel(Model):
@@ -82,6 +85,7 @@ class LLMModel(Model):
             metrics=metrics,
             stream_interval=self.options.stream_interval,
             process=self.options.engine_process,
+            share=self._share(),
         )
         loaded = time.monotonic()
         self.llm.engine.warm_up()
@@ -95,6 +99,19 @@ class LLMModel(Model):
             self.llm.engine.on_gone.append(self._engine_gone)
         self.ready = True
         return True
+
+    def _share(self) -> Any:
+        """How this model's engine is shared by the server's HTTP processes (None: not shared)."""
+        options = self.options
+        if options.engines_dir is None:
+            return None
+        import os
+
+        from ai_how.serving.engine.process import KEY_ENV, EngineShare
+
+        key = bytes.fromhex(os.environ.get(KEY_ENV, ""))
+        address = str(Path(options.engines_dir) / f"{self.name}.sock")
+        return EngineShare(address, key, options.attach, options.http_processes)
 
     def _engine_gone(self, why: str) -> None:
         self.ready = False

@@ -17,6 +17,12 @@ Promotion without a gap (the local deployer's switch): a candidate server starts
 SIGUSR1 makes it listen on ``--production-port`` as well, with SO_REUSEPORT, beside the previous
 production server, which is stopped only after the candidate answers there.
 
+Several HTTP processes (``--http-workers N``): past ~770 req/s one Python process cannot parse,
+tokenise and answer faster, so N processes listen on the same port (SO_REUSEPORT; the kernel spreads
+connections) and share each LLM's one engine process over a Unix socket; classifiers are loaded by
+each. The first process runs the engines and starts the others (the same command with
+``--attach-engines DIR``); they exit with it.
+
 Exit codes: 0 stopped, 3 the model could not be fetched or failed verification, 4 the model could
 not be loaded.
 """
@@ -27,6 +33,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import signal
 import socket
 import sys
@@ -71,6 +78,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="run our LLM engine in its own process (auto: on a GPU)",
     )
     p.add_argument(
+        "--http-workers",
+        type=int,
+        default=1,
+        help="HTTP processes on the port, sharing each LLM's engine process (our engine only)",
+    )
+    p.add_argument("--attach-engines", default=None, help=argparse.SUPPRESS)  # set for the HTTP workers
+    p.add_argument(
         "--stream-interval",
         type=int,
         default=1,
@@ -103,6 +117,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
         p.error("name a model: --model-uri URI --name NAME, or --model NAME=URI")
     if len({name for name, _ in models}) != len(models):
         p.error("each model needs its own name")
+    if args.http_workers < 1:
+        p.error("--http-workers must be at least 1")
+    if args.http_workers > 1 or args.attach_engines:
+        if args.engine != "ours":
+            p.error("--http-workers > 1 shares our engine's process: use --engine ours")
+        if args.engine_process == "no":
+            p.error("--http-workers > 1 runs the engine in its own process: drop --engine-process no")
+        args.engine_process = "yes"
     args.models = models
     return args
 
@@ -272,9 +294,12 @@ def serve(
     production_port: int | None = None,
     front: Any = None,
     access_log: bool = True,
+    sock: socket.socket | None = None,
+    workers: list[Any] | None = None,
 ) -> None:
     """KServe's ModelServer, single REST worker, bound to ``host`` (KServe itself always binds 0.0.0.0).
-    ``front`` wraps KServe's app (the fast path) when given."""
+    ``front`` wraps KServe's app (the fast path) when given; ``sock``: listen there (a port shared
+    by the HTTP processes); ``workers``: the other HTTP processes, told of promotion signals too."""
     from kserve import ModelServer
     from kserve.model_server import FASTAPI_APP_IMPORT_STRING, app
     from kserve.protocol.rest.server import RESTServer
@@ -296,7 +321,11 @@ def serve(
     rest.config.access_log = access_log
     served = Draining(front if front is not None else app)
     rest.config.app = served
-    server.servers.append(rest.start())
+    if sock is None:
+        server.servers.append(rest.start())
+    else:
+        rest.create_application()
+        server.servers.append(rest._server.serve(sockets=[sock]))
     server.setup_event_loop()
     server.register_signal_handler()
     tasks: list[asyncio.Task[None]] = []
@@ -305,12 +334,22 @@ def serve(
         if production_port is not None:
             loop = asyncio.get_running_loop()
 
+            def tell_workers(signum: int) -> None:
+                for worker in workers or []:
+                    if worker.poll() is None:
+                        worker.send_signal(signum)
+
             def promote() -> None:  # once: a repeated SIGUSR1 must not open a second listener
+                tell_workers(signal.SIGUSR1)
                 if not tasks:
                     tasks.append(loop.create_task(listen_production(served, host, production_port, served)))
 
+            def drain() -> None:  # hand the port over (see draining.py)
+                tell_workers(signal.SIGUSR2)
+                served.start()
+
             loop.add_signal_handler(signal.SIGUSR1, promote)
-            loop.add_signal_handler(signal.SIGUSR2, served.start)  # hand the port over (see draining.py)
+            loop.add_signal_handler(signal.SIGUSR2, drain)
         await server._serve()
 
     asyncio.run(main())
@@ -319,7 +358,7 @@ def serve(
 def wants_engine_process(args: argparse.Namespace) -> bool:
     """Whether an LLM here will run our engine in its own process (judged before torch is imported:
     a GPU is assumed present when the NVIDIA device nodes are)."""
-    if args.engine != "ours" or args.engine_process == "no":
+    if args.engine != "ours" or args.engine_process == "no" or args.attach_engines:
         return False
     if args.engine_process == "yes":
         return True
@@ -328,7 +367,8 @@ def wants_engine_process(args: argparse.Namespace) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
-    args = parse(sys.argv[1:] if argv is None else argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parse(raw)
     sys.argv = sys.argv[:1]  # kserve.model_server parses sys.argv at import; keep our flags away from it
     if wants_engine_process(args):  # its start overlaps our imports and the fetch (cold start)
         from ai_how.serving.engine.process import prestart
@@ -337,14 +377,26 @@ def main(argv: list[str] | None = None) -> int:
     from kserve.model_server import app
 
     from ai_how.errors import AiHowError
-    from ai_how.serving import openai_routes
+    from ai_how.serving import openai_routes, workers
     from ai_how.serving.fastpath import V1_PREDICT, FastPath, health_routes, v1_routes
     from ai_how.serving.runtimes import LLMModel, ServeOptions, build_model
 
     phases = {"import_s": time.monotonic() - began, "fetch_s": 0.0, "load_s": 0.0, "warmup_s": 0.0}
     limit_cpu_threads(args.device)
+    shared = workers.listen_args(args)
+    if args.attach_engines:
+        workers.exit_with_parent()
+    engines_dir = args.attach_engines or (workers.share_engines() if args.http_workers > 1 else None)
     options = ServeOptions(
-        args.device, args.engine, args.max_batch, args.max_waiting, args.stream_interval, args.engine_process
+        args.device,
+        args.engine,
+        args.max_batch,
+        args.max_waiting,
+        args.stream_interval,
+        args.engine_process,
+        engines_dir,
+        attach=bool(args.attach_engines),
+        http_processes=args.http_workers,
     )
     models: list[Any] = []
     versions: dict[str, str] = {}
@@ -384,15 +436,32 @@ def main(argv: list[str] | None = None) -> int:
     front = FastPath(
         app, routes, metrics, health_routes({m.name: m for m in models}), dict.fromkeys(v1, V1_PREDICT)
     )
+    sock = production_socket(args.host, args.port, attempts=1) if shared else None
+    others = [] if args.attach_engines else workers.start(raw, args.http_workers - 1, engines_dir or "")
+    workers.watch(others)
+    role = (
+        f"HTTP worker of {os.getppid()}" if args.attach_engines else f"{args.http_workers} HTTP process(es)"
+    )
     print("startup-phases " + json.dumps({k: round(v, 4) for k, v in phases.items()}), flush=True)
     print(
         f"serving {', '.join(versions)} on http://{args.host}:{args.port} "
-        f"({time.monotonic() - began:.2f} s after start)",
+        f"({time.monotonic() - began:.2f} s after start; {role})",
         flush=True,
     )
     try:
-        serve(models, args.host, args.port, versions, args.production_port, front, not args.no_access_log)
+        serve(
+            models,
+            args.host,
+            args.port,
+            versions,
+            args.production_port,
+            front,
+            not args.no_access_log,
+            sock,
+            others,
+        )
     finally:
+        workers.stop(others, None if args.attach_engines else engines_dir)
         for model in models:
             stop = getattr(model, "stop", None)
             if stop is not None:

@@ -11,6 +11,7 @@ streaming coalesces tokens by itself under load.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -81,16 +82,19 @@ class _Stream:
     """Tokens the engine produced for one request, not yet read; the reader wakes on its first
     token, every ``interval`` tokens after, and at the end (a non-streamed answer: only the end)."""
 
-    __slots__ = ("event", "finish", "interval", "started", "tokens")
+    __slots__ = ("event", "finish", "first_at", "interval", "started", "tokens")
 
     def __init__(self, interval: int) -> None:
         self.tokens: list[int] = []
         self.finish: str | None = None
         self.interval = interval
         self.started = False
+        self.first_at = 0.0  # when the first token arrived (time to first token, even unread)
         self.event = asyncio.Event()
 
     def add(self, update: Update) -> None:
+        if update.tokens and not self.first_at:
+            self.first_at = time.perf_counter()
         self.tokens.extend(update.tokens)
         if update.finish is not None:
             self.finish = update.finish
@@ -172,7 +176,7 @@ class AsyncLLM:
                 await stream.event.wait()
                 new, finish = stream.take()
                 if new and not first_at:
-                    first_at = time.perf_counter()
+                    first_at = stream.first_at or time.perf_counter()
                     self._observe("ttft", first_at - started)
                 produced += len(new)
                 text += detok.add(new)
@@ -215,7 +219,9 @@ class AsyncLLM:
         ids: list[int] = []
         finish = "length"
         # Read once at the end; with stop strings every few tokens, so a stop ends the work early.
+        # Without them the engine sends the first token and then the rest at the end, not every step.
         interval = 8 if params.stop else 1 << 30
+        params = dataclasses.replace(params, incremental=bool(params.stop))
         async for chunk in self.generate(prompt, params, interval=interval):
             parts.append(chunk.text)
             ids.extend(chunk.token_ids)

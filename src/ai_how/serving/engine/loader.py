@@ -58,8 +58,10 @@ def load_llm(
     dtype: str = "auto",
     stream_interval: int = 1,
     process: str = "auto",
+    share: Any = None,
 ) -> Any:
-    """Load weights and tokenizer, build the engine; the caller warms it up and starts it."""
+    """Load weights and tokenizer, build the engine; the caller warms it up and starts it.
+    ``share`` (an ``EngineShare``): our engine's process serves several HTTP processes."""
     import torch
     from transformers import AutoConfig, AutoTokenizer
 
@@ -79,10 +81,15 @@ def load_llm(
     if engine == "ours" and (process == "yes" or (process == "auto" and target.type == "cuda")):
         from ai_how.serving.engine.process import EngineProcess, EngineSpec
 
-        spec = EngineSpec(Path(model_dir), device, dtype, batch)  # the child loads the weights
+        listen = share.address if share is not None and not share.attach else None
+        key = share.key if share is not None else b""
+        spec = EngineSpec(Path(model_dir), device, dtype, batch, listen, key)  # the child loads the weights
+        attach = share.address if share is not None and share.attach else None
+        # The admission bound is the engine's: each of the HTTP processes sharing it takes its part.
+        capacity = -(-(batch + waiting) // (share.processes if share is not None else 1))
 
         def factory(emit: Any) -> Any:
-            return EngineProcess(spec, emit, batch, waiting)
+            return EngineProcess(spec, emit, capacity, attach)
 
     elif engine == "ours":
         from ai_how.serving.engine.core import Engine

@@ -21,6 +21,9 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    incremental: bool = (
+        True  # tokens every step (streams, stop strings); else the first and the rest at the end
+    )
 
     @property
     def greedy(self) -> bool:

@@ -1,0 +1,85 @@
+"""The server's other HTTP processes (``--http-workers N``): started by the first, gone with it.
+
+The first process runs each LLM's engine process, listening on a Unix socket in a private folder
+(0700) with a random key; the workers are the same command plus ``--attach-engines DIR``, the key in
+their environment (never in argv). Every process listens on the port with SO_REUSEPORT.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+from ai_how.serving.engine.process import KEY_ENV
+
+
+def share_engines() -> str:
+    """A private folder for the engines' sockets, and the key that opens them (in our environment,
+    so the workers inherit it)."""
+    os.environ[KEY_ENV] = secrets.token_hex(32)
+    return tempfile.mkdtemp(prefix="ai-how-engines-")
+
+
+def start(argv: list[str], count: int, engines_dir: str) -> list[subprocess.Popen[bytes]]:
+    """``count`` workers running this server's command line, attached to the engines in ``engines_dir``."""
+    command = [sys.executable, "-m", "ai_how.serving.server", *argv, "--attach-engines", engines_dir]
+    return [subprocess.Popen(command) for _ in range(count)]
+
+
+def watch(workers: list[subprocess.Popen[bytes]]) -> None:
+    """Say so when a worker dies (the port keeps being served by the others)."""
+
+    def run() -> None:
+        told: set[int] = set()
+        while True:
+            for worker in workers:
+                code = worker.poll()
+                if code is not None and worker.pid not in told:
+                    told.add(worker.pid)
+                    print(
+                        f"error: HTTP worker {worker.pid} exited (code {code})", file=sys.stderr, flush=True
+                    )
+            if len(told) == len(workers):
+                return
+            time.sleep(1.0)
+
+    threading.Thread(target=run, name="ai-how-workers", daemon=True).start()
+
+
+def stop(workers: list[subprocess.Popen[bytes]], engines_dir: str | None, grace_s: float = 10.0) -> None:
+    for worker in workers:
+        if worker.poll() is None:
+            worker.terminate()
+    deadline = time.monotonic() + grace_s
+    for worker in workers:
+        try:
+            worker.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    if engines_dir is not None:
+        shutil.rmtree(engines_dir, ignore_errors=True)
+
+
+def exit_with_parent() -> None:
+    """A worker ends when the process that started it is gone (even killed: no orphans on the port)."""
+    parent = os.getppid()
+
+    def run() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=run, name="ai-how-parent-watch", daemon=True).start()
+
+
+def listen_args(args: Any) -> bool:
+    """Whether this process shares its port with other HTTP processes."""
+    return bool(args.http_workers > 1 or args.attach_engines)
