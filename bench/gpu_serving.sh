@@ -35,8 +35,12 @@ serve() {  # serve ENGINE PORT EXTRA...
   tail -20 "$OUT/server_$engine.log"; return 1
 }
 bench() { python3 -c "from ai_how.cli.main import run; run()" bench serve "$@"; }
-HTTP_ARGS=${HTTP_ARGS:---rate 500,1000,2000,3000 --duration 10 --processes 8}
-serve ours 8080 --stream-interval ${STREAM_INTERVAL:-8} --no-access-log || exit 1
+HTTP_ARGS=${HTTP_ARGS:---rate 1000,2000,3000,4000 --duration 8 --processes 6}
+serve ours 8080 --stream-interval ${STREAM_INTERVAL:-8} --no-access-log --http-workers ${HTTP_WORKERS:-6} \
+  --max-batch ${MAX_BATCH:-512} || exit 1
+for _ in $(seq 1 120); do  # the HTTP workers attach after the first process is ready
+  [ "$(grep -c 'HTTP worker of' "$OUT/server_ours.log")" -ge $((${HTTP_WORKERS:-6} - 1)) ] && break; sleep 0.5
+done; grep -c 'HTTP worker of' "$OUT/server_ours.log"
 bench --url http://127.0.0.1:8080 --model smollm --protocol openai-completions $HTTP_ARGS --out "$OUT/http_ours" --json > "$OUT/http_ours.json" 2> "$OUT/http_ours.err"
 tail -3 "$OUT/http_ours.err"
 bench --url http://127.0.0.1:8080 --model smollm --protocol openai-completions --stream ${STREAM_ARGS:-$HTTP_ARGS} --out "$OUT/http_ours_stream" --json > "$OUT/http_ours_stream.json" 2> "$OUT/http_ours_stream.err"
