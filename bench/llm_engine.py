@@ -236,6 +236,7 @@ def main() -> None:
         engine=args.engine,
         device=args.device,
         max_batch=args.max_batch,
+        max_waiting=1 << 20,  # the offline run queues every request at once
         stream_interval=args.stream_interval,
         process="no",  # this benchmark reads the engine's graphs and decoder directly
     )

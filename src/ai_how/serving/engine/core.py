@@ -12,9 +12,10 @@ on an H100 the host's per-sequence Python was what bounded the engine (~4 ms per
 before, measured by ``bench/engine_host.py``). Python runs per request (admission, finish), not per
 token.
 
-Updates leave through one callback per step (a list). A request that streams (``incremental``)
-gets its tokens every step; any other gets two updates: its first token (time to first token is
-measured where it happens) and the rest with its finish.
+Updates leave through one callback per step (a list). A request gets its first token at once (time
+to first token is measured where it happens), then its tokens every ``report_every`` (1 for a
+token-by-token stream, the front end's coalescing interval, or never for an answer read once), then
+the rest with its finish.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ class _Lanes:
         self.sent = np.zeros(count, dtype=np.int64)  # tokens already in an update
         self.max_tokens = np.zeros(count, dtype=np.int64)
         self.stops_at_eos = np.zeros(count, dtype=bool)
-        self.incremental = np.zeros(count, dtype=bool)
+        self.report_every = np.ones(count, dtype=np.int64)
         self.greedy = np.ones(count, dtype=bool)
         self.tokens = np.zeros((count, width), dtype=np.int64)  # what each lane generated so far
 
@@ -403,7 +404,7 @@ class Engine:
         state.seen[lanes] = 0
         state.sent[lanes] = 0
         state.stops_at_eos[lanes] = [not p.ignore_eos for p in params]
-        state.incremental[lanes] = [p.incremental for p in params]
+        state.report_every[lanes] = [max(1, min(p.report_every, 1 << 40)) for p in params]
         state.greedy[lanes] = [p.greedy for p in params]
 
     def _launch_decode(self) -> Launched:
@@ -457,8 +458,8 @@ class Engine:
         return Launched(lanes, self._lanes.generation[lanes], host, ready)
 
     def _read_back(self, record: Launched, updates: list[Update]) -> None:
-        """Store a step's tokens in their lanes; updates for streaming requests, first tokens and
-        finished requests only (a finished request's update carries every token not yet sent)."""
+        """Store a step's tokens in their lanes; updates for first tokens, for requests with
+        ``report_every`` tokens unsent and for finished ones (with every token not yet sent)."""
         if record.ready is not None:
             record.ready.synchronize()
         state = self._lanes
@@ -478,7 +479,7 @@ class Engine:
         done = seen >= state.max_tokens[lanes]
         if eos is not None:
             done |= eos
-        report = done | (seen == 1) | state.incremental[lanes]
+        report = done | (seen == 1) | (seen - state.sent[lanes] >= state.report_every[lanes])
         if not report.any():
             return
         append = updates.append

@@ -163,8 +163,10 @@ class AsyncLLM:
         ValueError (limits) before the first chunk."""
         self._loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        interval = interval or self.stream_interval
+        params = dataclasses.replace(params, report_every=interval)
         request_id = self.engine.submit(prompt, params)
-        stream = _Stream(interval or self.stream_interval)
+        stream = _Stream(interval)
         self._streams[request_id] = stream
         detok = Detokenizer(self.tokenizer)
         stops = [s for s in params.stop if s]
@@ -221,7 +223,6 @@ class AsyncLLM:
         # Read once at the end; with stop strings every few tokens, so a stop ends the work early.
         # Without them the engine sends the first token and then the rest at the end, not every step.
         interval = 8 if params.stop else 1 << 30
-        params = dataclasses.replace(params, incremental=bool(params.stop))
         async for chunk in self.generate(prompt, params, interval=interval):
             parts.append(chunk.text)
             ids.extend(chunk.token_ids)

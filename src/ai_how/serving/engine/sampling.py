@@ -21,9 +21,10 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
-    incremental: bool = (
-        True  # tokens every step (streams, stop strings); else the first and the rest at the end
-    )
+    # The engine reports the first token, then every ``report_every`` tokens, then the rest at the
+    # end: 1 for a token-by-token stream; the front end sets its coalescing interval (huge for an
+    # answer read once), so the engine does not send what nobody reads yet.
+    report_every: int = 1
 
     @property
     def greedy(self) -> bool:
