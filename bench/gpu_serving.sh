@@ -49,11 +49,12 @@ grep -E "^(ai_how_|request_predict)" <(curl -s http://127.0.0.1:8080/metrics) | 
 if [ -n "${PROFILE_RATE:-}" ] && command -v py-spy > /dev/null; then  # where the host time goes, under load
   bench --url http://127.0.0.1:8080 --model smollm --protocol openai-completions --rate "$PROFILE_RATE" --duration 12 \
     --processes 6 --json > "$OUT/profile_load.json" 2> /dev/null &
-  sleep 4
+  load=$!; sleep 4
   engine=$(pgrep -f spawn_main | head -1); worker=$(pgrep -f attach-engines | head -1)
   py-spy record --nonblocking --format raw --threads --duration 5 --pid "$engine" -o "$OUT/profile_engine.txt" > /dev/null 2>&1 &
+  profiling=$!
   py-spy record --nonblocking --format raw --duration 5 --pid "$worker" -o "$OUT/profile_worker.txt" > /dev/null 2>&1
-  wait
+  wait $profiling $load
 fi
 kill %1; wait
 if [ -z "${SKIP_BASELINES:-}" ]; then
