@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   python3 -m compileall -q -j 8 /tmp/site > /dev/null 2>&1  # what pip does at install time
-  export PYTHONPATH=/tmp/site:$PWD/src:$PWD
+  export PYTHONPATH=/tmp/site:$PWD/src:$PWD PATH=/tmp/site/bin:$PATH
 else
   export PYTHONPATH=$PWD/src:$PWD
 fi
