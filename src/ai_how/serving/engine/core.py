@@ -374,13 +374,9 @@ class Engine:
             prompts[i, : len(seq.prompt)] = seq.prompt
             self._lane_seq[seq.lane] = seq
         self._open_lanes(lanes, admitted, lengths)
-        device = self.decoder.device
-        slots = torch.from_numpy(self._lanes.slot[lanes])
+        upload = self._upload
         logits = self.decoder.prefill(
-            torch.from_numpy(prompts).to(device),
-            torch.from_numpy(lengths).to(device),
-            slots.to(device),
-            self.cache,
+            upload(prompts), upload(lengths), upload(self._lanes.slot[lanes]), self.cache
         )
         first = sample(logits, [s.sampler for s in admitted])
         self.stats.prefills += 1
@@ -389,7 +385,16 @@ class Engine:
         for seq in itertools.compress(admitted, ~more):
             self._release_slot(seq)  # max_tokens 1: the prefill computed its only token
         self._running = np.concatenate([self._running, lanes[more]])
-        return [self._launched(lanes, torch.from_numpy(lanes), first)]
+        return [self._launched(lanes, upload(lanes), first)]
+
+    def _upload(self, array: np.ndarray) -> torch.Tensor:
+        """A host array on the device without waiting: a pageable copy would wait for the decode
+        step in flight (losing the overlap); pinned memory comes from torch's caching host
+        allocator, which keeps each block until its copy has run."""
+        host = torch.from_numpy(array)
+        if self.decoder.device.type != "cuda":
+            return host
+        return host.pin_memory().to(self.decoder.device, non_blocking=True)
 
     def _open_lanes(self, lanes: np.ndarray, admitted: list[Sequence], lengths: np.ndarray) -> None:
         state = self._lanes
