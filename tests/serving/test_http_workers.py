@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ai_how.pipeline.checks import metric_total
 from ai_how.procs import free_port, http_ok, wait_until
 from tests.serving.llm_fixtures import digits_cnn, synced, tiny_llama
 
@@ -106,6 +107,24 @@ def test_http_workers_share_one_engine(tmp_path: Path) -> None:
         # 6 tokens; among them request i asked for 6 + i % 5, so its answer continues the lone one)
         for lone, (_, body) in zip(alone, answers[:6], strict=True):
             assert body["choices"][0]["text"].startswith(lone)
+        # /metrics sums every process's counts, whichever process a scrape reaches; the engine's
+        # gauges and token counters reach every process (within a 0.1 s heartbeat)
+        generated = 6 * 6 + sum(6 + i % 5 for i in range(48))
+        for _ in range(6):
+            scraped = httpx.get(f"{url}/metrics", timeout=10).text
+            count = metric_total(
+                scraped, "ai_how_requests_total", {"code": "200", "route": "/openai/v1/completions"}
+            )
+            assert count == 6 + 48, scraped
+        wait_until(
+            lambda: all(
+                metric_total(httpx.get(f"{url}/metrics", timeout=10).text, "ai_how_generation_tokens_total")
+                >= generated
+                for _ in range(6)
+            ),
+            timeout_s=5,
+            what="every process to report the engine's generated tokens",
+        )
         v1 = httpx.post(f"{url}/v1/models/digits:predict", json={"instances": [[0.0] * 64]}, timeout=30)
         assert v1.status_code == 200 and len(v1.json()["predictions"]) == 1
 

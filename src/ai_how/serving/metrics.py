@@ -4,12 +4,19 @@ time to first token, time per output token, generated and prompt tokens.
 Gauges are read from each engine's stats when Prometheus scrapes (a collector), so the engine loop
 never touches prometheus_client. KServe's own ``request_predict_seconds`` histogram is observed by
 the routes around each request.
+
+With several HTTP processes on one port (``--http-workers``) a scrape reaches any one of them, so
+their counters and histograms live in prometheus_client's multiprocess files
+(``PROMETHEUS_MULTIPROC_DIR``, set by the first process before anything imports prometheus_client)
+and every process answers ``/metrics`` with the sum over all (``shared_metrics_route``); the engine
+gauges and token counters are the shared engine's own, the same in every process.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+import os
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from prometheus_client import REGISTRY, Histogram
@@ -78,3 +85,32 @@ class LLMMetrics(Collector):
 def llm_metrics() -> LLMMetrics:
     """The process's one LLMMetrics (prometheus_client refuses a metric registered twice)."""
     return LLMMetrics()
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # see ai_how.serving.workers.share_metrics
+
+
+def shared_metrics_route() -> Callable[[Any], Awaitable[Any]] | None:
+    """``GET /metrics`` summed over the HTTP processes, when they share a multiprocess directory."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return None
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+    from starlette.responses import Response
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    registry.register(llm_metrics())  # the engines' gauges: read live, the same in every process
+
+    async def metrics(request: Any) -> Any:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return metrics
+
+
+def process_gone(pid: int) -> None:
+    """Drop a dead HTTP process's live gauges from the shared files."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)

@@ -209,7 +209,9 @@ class _RequestMetrics:
         from prometheus_client import Counter, Gauge
 
         self.requests = Counter("ai_how_requests", "HTTP requests served", ["route", "method", "code"])
-        self.in_flight = Gauge("ai_how_requests_in_flight", "HTTP requests being answered")
+        self.in_flight = Gauge(  # summed over the live HTTP processes when there are several
+            "ai_how_requests_in_flight", "HTTP requests being answered", multiprocess_mode="livesum"
+        )
 
     def started(self) -> None:
         self.in_flight.inc()
@@ -369,7 +371,14 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     raw = list(sys.argv[1:] if argv is None else argv)
     args = parse(raw)
-    sys.argv = sys.argv[:1]  # kserve.model_server parses sys.argv at import; keep our flags away from it
+    sys.argv = sys.argv[:1]
+    metrics_dir = None
+    if args.http_workers > 1 and not args.attach_engines:  # before anything imports prometheus_client
+        from ai_how.serving import workers
+
+        metrics_dir = (
+            workers.share_metrics()
+        )  # kserve.model_server parses sys.argv at import; keep our flags away from it
     if wants_engine_process(args):  # its start overlaps our imports and the fetch (cold start)
         from ai_how.serving.engine.process import prestart
 
@@ -379,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     from ai_how.errors import AiHowError
     from ai_how.serving import openai_routes, workers
     from ai_how.serving.fastpath import V1_PREDICT, FastPath, health_routes, v1_routes
+    from ai_how.serving.metrics import shared_metrics_route
     from ai_how.serving.runtimes import LLMModel, ServeOptions, build_model
 
     phases = {"import_s": time.monotonic() - began, "fetch_s": 0.0, "load_s": 0.0, "warmup_s": 0.0}
@@ -433,9 +443,11 @@ def main(argv: list[str] | None = None) -> int:
     v1 = v1_routes({m.name: m for m in models}, versions)
     routes.update(v1)
     metrics = add_request_metrics(app)
-    front = FastPath(
-        app, routes, metrics, health_routes({m.name: m for m in models}), dict.fromkeys(v1, V1_PREDICT)
-    )
+    get_routes = health_routes({m.name: m for m in models})
+    shared_metrics = shared_metrics_route()
+    if shared_metrics is not None:
+        get_routes["/metrics"] = shared_metrics
+    front = FastPath(app, routes, metrics, get_routes, dict.fromkeys(v1, V1_PREDICT))
     sock = production_socket(args.host, args.port, attempts=1) if shared else None
     others = [] if args.attach_engines else workers.start(raw, args.http_workers - 1, engines_dir or "")
     workers.watch(others)
@@ -461,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             others,
         )
     finally:
-        workers.stop(others, None if args.attach_engines else engines_dir)
+        workers.stop(others, None if args.attach_engines else engines_dir, metrics_dir)
         for model in models:
             stop = getattr(model, "stop", None)
             if stop is not None:

@@ -19,12 +19,23 @@ from typing import Any
 
 from ai_how.serving.engine.process import KEY_ENV
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's; read when it is first imported
+
 
 def share_engines() -> str:
     """A private folder for the engines' sockets, and the key that opens them (in our environment,
     so the workers inherit it)."""
     os.environ[KEY_ENV] = secrets.token_hex(32)
     return tempfile.mkdtemp(prefix="ai-how-engines-")
+
+
+def share_metrics() -> str | None:
+    """One prometheus_client multiprocess folder for every HTTP process, set before anything imports
+    prometheus_client (unless the caller set one); the folder we made, to remove at the end."""
+    if os.environ.get(MULTIPROC_ENV):
+        return None
+    os.environ[MULTIPROC_ENV] = folder = tempfile.mkdtemp(prefix="ai-how-metrics-")
+    return folder
 
 
 def start(argv: list[str], count: int, engines_dir: str) -> list[subprocess.Popen[bytes]]:
@@ -43,6 +54,9 @@ def watch(workers: list[subprocess.Popen[bytes]]) -> None:
                 code = worker.poll()
                 if code is not None and worker.pid not in told:
                     told.add(worker.pid)
+                    from ai_how.serving.metrics import process_gone
+
+                    process_gone(worker.pid)
                     print(
                         f"error: HTTP worker {worker.pid} exited (code {code})", file=sys.stderr, flush=True
                     )
@@ -53,7 +67,8 @@ def watch(workers: list[subprocess.Popen[bytes]]) -> None:
     threading.Thread(target=run, name="ai-how-workers", daemon=True).start()
 
 
-def stop(workers: list[subprocess.Popen[bytes]], engines_dir: str | None, grace_s: float = 10.0) -> None:
+def stop(workers: list[subprocess.Popen[bytes]], *folders: str | None, grace_s: float = 10.0) -> None:
+    """Stop the workers, then remove the folders they shared (engine sockets, metrics files)."""
     for worker in workers:
         if worker.poll() is None:
             worker.terminate()
@@ -64,8 +79,9 @@ def stop(workers: list[subprocess.Popen[bytes]], engines_dir: str | None, grace_
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
-    if engines_dir is not None:
-        shutil.rmtree(engines_dir, ignore_errors=True)
+    for folder in folders:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def exit_with_parent() -> None:

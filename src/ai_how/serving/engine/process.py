@@ -83,7 +83,6 @@ class _Clients:
         self.locks: dict[int, threading.Lock] = {0: threading.Lock()}
         self._next = 1
         self._lock = threading.Lock()
-        self._stats_sent = 0.0
 
     def add(self, conn: Connection) -> int:
         with self._lock:
@@ -110,8 +109,7 @@ class _Clients:
                 self.drop(index)
 
     def route(self, updates: list[Update], stats: tuple[Any, ...]) -> None:
-        """Each connection gets its own requests' updates (with its own ids); the others get the
-        stats alone, at most every 100 ms."""
+        """Each connection gets its own requests' updates (with its own ids) and the stats."""
         if len(self.connections) == 1:
             packed = [(u.request_id, u.tokens, u.finish) for u in updates]
             self.send(0, ("step", packed, stats))
@@ -121,13 +119,20 @@ class _Clients:
             groups.setdefault(u.request_id >> CLIENT_SHIFT, []).append(
                 (u.request_id & _LOCAL, u.tokens, u.finish)
             )
-        now = time.monotonic()
-        everyone = now - self._stats_sent >= 0.1
-        if everyone:
-            self._stats_sent = now
-        for index in list(self.connections):
-            if index in groups or everyone:
-                self.send(index, ("step", groups.get(index, []), stats))
+        for index, packed in groups.items():
+            self.send(index, ("step", packed, stats))
+
+    def keep_informed(self, read_stats: Callable[[], tuple[Any, ...]], every_s: float = 0.1) -> None:
+        """Every ``every_s``, the stats to every connection if they changed since: a worker with no
+        request in a step (or an idle engine) still reports current gauges and counters."""
+        last: tuple[Any, ...] | None = None
+        while True:
+            time.sleep(every_s)
+            stats = read_stats()
+            if stats != last and len(self.connections) > 1:
+                for index in list(self.connections):
+                    self.send(index, ("step", [], stats))
+                last = stats
 
 
 def _host(conn: Connection, spawned_at: float) -> None:
@@ -199,9 +204,11 @@ def _child(
         stats_holder: list[EngineStats] = []
         clients = _Clients(conn)  # the engine thread and the command threads all answer through it
 
+        def read_stats() -> tuple[Any, ...]:
+            return _stats_tuple(stats_holder[0])
+
         def emit(updates: list[Update]) -> None:
-            stats = stats_holder[0]
-            clients.route(updates, (stats.running, stats.waiting, stats.kv_usage, stats.prompt_tokens))
+            clients.route(updates, read_stats())
 
         with torch.inference_mode():
             engine = Engine(decoder, eos, emit, max_batch=spec.max_batch, max_waiting=1 << 30)
@@ -219,6 +226,9 @@ def _child(
         engine.start()
         ready = ("ready", engine.context_limit, phases)
         if spec.listen:
+            threading.Thread(
+                target=clients.keep_informed, args=(read_stats,), name="ai-how-stats", daemon=True
+            ).start()
             listener = Listener(spec.listen, family="AF_UNIX", authkey=spec.key)
             threading.Thread(
                 target=_accept, args=(listener, clients, engine, ready), name="ai-how-attach", daemon=True
@@ -231,6 +241,11 @@ def _child(
     engine.stop()
     if spec.listen:
         Path(spec.listen).unlink(missing_ok=True)
+
+
+def _stats_tuple(stats: EngineStats) -> tuple[Any, ...]:
+    """What every step message carries: (running, waiting, kv usage, prompt and generated tokens)."""
+    return stats.running, stats.waiting, stats.kv_usage, stats.prompt_tokens, stats.generated_tokens
 
 
 def _accept(listener: Listener, clients: _Clients, engine: Any, ready: tuple[Any, ...]) -> None:
@@ -267,7 +282,7 @@ def _serve_commands(conn: Connection, index: int, clients: _Clients, engine: Any
                         file=sys.stderr,
                         flush=True,
                     )
-                    clients.send(index, ("step", [(request_id, [], "error")], (0, 0, 0.0, 0)))
+                    clients.send(index, ("step", [(request_id, [], "error")], _stats_tuple(engine.stats)))
             elif message[0] == "abort":
                 engine.abort(tag | message[1])
             elif message[0] == "stop" and index == 0:
@@ -410,7 +425,7 @@ class EngineProcess:
                 break
             if kind != "step":
                 continue
-            packed, (running, waiting, kv_usage, prompt_tokens) = rest
+            packed, (running, waiting, kv_usage, prompt_tokens, generated_tokens) = rest
             updates = [Update(request_id, tokens, finish) for request_id, tokens, finish in packed]
             finished = [u.request_id for u in updates if u.finish is not None]
             if finished:
@@ -418,8 +433,7 @@ class EngineProcess:
                     self._in_flight.difference_update(finished)
             stats = self.stats
             stats.running, stats.waiting, stats.kv_usage = running, waiting, kv_usage
-            stats.prompt_tokens = prompt_tokens
-            stats.generated_tokens += sum(len(u.tokens) for u in updates)
+            stats.prompt_tokens, stats.generated_tokens = prompt_tokens, generated_tokens  # the engine's own
             try:
                 self.emit(updates)
             except Exception:  # e.g. the event loop is closing: keep reading, keep the accounting right
