@@ -243,3 +243,16 @@ def test_long_prompts_prefill_in_query_chunks_with_the_same_tokens(
     prompt = [(7 * i) % 300 + 4 for i in range(37)]
     answer = run(llm.complete(prompt, SamplingParams(max_tokens=6, ignore_eos=True)))
     assert answer.token_ids == reference(model_dir, prompt, 6)
+
+
+def test_every_batch_replays_a_graph_at_most_a_little_larger() -> None:
+    """Each batch size replays the smallest captured bucket that holds it: under 256 rows at most
+    twice its size, beyond that at most 128 rows of padding (a step's cost grows with its rows)."""
+    from ai_how.serving.engine.graphs import bucket_sizes
+
+    for max_batch in (1, 6, 256, 300, 512, 1024):
+        sizes = bucket_sizes(max_batch)
+        assert sizes == sorted(set(sizes)) and sizes[-1] == max_batch
+        for n in range(1, max_batch + 1):
+            replayed = next(s for s in sizes if s >= n)
+            assert replayed <= max(2 * n, n + 127), (max_batch, n, replayed)

@@ -19,11 +19,20 @@ from ai_how.serving.engine.kvcache import KVCache
 from ai_how.serving.engine.model import Decoder
 
 
+LINEAR_FROM, LINEAR_STEP = 256, 128
+
+
 def bucket_sizes(max_batch: int) -> list[int]:
+    """Powers of two up to 256, then every 128 up to ``max_batch``: past 256 rows the step's time
+    grows with the batch (1.16 ms at 256, 1.55 at 512, 2.34 at 1,024 on an H100), so a batch of 600
+    replays 640 rows, not 1,024."""
     sizes, n = [], 1
-    while n < max_batch:
+    while n < min(max_batch, LINEAR_FROM):
         sizes.append(n)
         n *= 2
+    while n < max_batch:
+        sizes.append(n)
+        n += LINEAR_STEP
     sizes.append(max_batch)
     return sizes
 
