@@ -18,7 +18,6 @@ from torch import Tensor
 from ai_how.serving.engine.kvcache import KVCache
 from ai_how.serving.engine.model import Decoder
 
-
 LINEAR_FROM, LINEAR_STEP = 256, 128
 
 
