@@ -323,6 +323,8 @@ class LocalDeployer:
             str(self.layout.serving / "cache"),
             "--device",
             serving.device,
+            "--http-workers",
+            str(serving.http_workers),
         ]
         pidfile, log_path = Path(record.pidfile), Path(record.log)
         start_daemon(command, pidfile=pidfile, log_path=log_path)

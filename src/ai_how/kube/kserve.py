@@ -112,6 +112,7 @@ def serving_runtime(config: ClusterConfig) -> dict[str, Any]:
                         "--host=0.0.0.0",
                         f"--port={SERVER_PORT}",
                         "--cache-dir=/tmp/ai-how-model-cache",
+                        f"--http-workers={serving.http_workers}",
                     ],
                     "ports": [{"containerPort": SERVER_PORT, "protocol": "TCP"}],
                     "readinessProbe": probe,
