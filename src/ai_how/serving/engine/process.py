@@ -255,8 +255,12 @@ def _accept(listener: Listener, clients: _Clients, engine: Any, ready: tuple[Any
             conn = listener.accept()
         except (OSError, EOFError, multiprocessing.AuthenticationError):
             continue
+        try:  # "ready" first, before any stats heartbeat can reach the new connection
+            conn.send(ready)
+        except (OSError, ValueError):
+            conn.close()
+            continue
         index = clients.add(conn)
-        clients.send(index, ready)
         threading.Thread(
             target=_serve_commands, args=(conn, index, clients, engine), name="ai-how-worker", daemon=True
         ).start()
