@@ -107,7 +107,8 @@ class LLMModel(Model):
             return None
         import os
 
-        from ai_how.serving.engine.process import KEY_ENV, EngineShare
+        from ai_how.serving.engine.process import EngineShare
+        from ai_how.serving.workers import KEY_ENV
 
         key = bytes.fromhex(os.environ.get(KEY_ENV, ""))
         address = str(Path(options.engines_dir) / f"{self.name}.sock")

@@ -298,10 +298,12 @@ def serve(
     access_log: bool = True,
     sock: socket.socket | None = None,
     workers: list[Any] | None = None,
+    promoted: Path | None = None,
 ) -> None:
     """KServe's ModelServer, single REST worker, bound to ``host`` (KServe itself always binds 0.0.0.0).
     ``front`` wraps KServe's app (the fast path) when given; ``sock``: listen there (a port shared
-    by the HTTP processes); ``workers``: the other HTTP processes, told of promotion signals too."""
+    by the HTTP processes); ``workers``: the other HTTP processes, told of promotion signals too;
+    ``promoted``: the flag file a promotion writes, so a worker that starts later is promoted at once."""
     from kserve import ModelServer
     from kserve.model_server import FASTAPI_APP_IMPORT_STRING, app
     from kserve.protocol.rest.server import RESTServer
@@ -342,6 +344,8 @@ def serve(
                         worker.send_signal(signum)
 
             def promote() -> None:  # once: a repeated SIGUSR1 must not open a second listener
+                if promoted is not None and workers:
+                    promoted.touch()
                 tell_workers(signal.SIGUSR1)
                 if not tasks:
                     tasks.append(loop.create_task(listen_production(served, host, production_port, served)))
@@ -352,6 +356,8 @@ def serve(
 
             loop.add_signal_handler(signal.SIGUSR1, promote)
             loop.add_signal_handler(signal.SIGUSR2, drain)
+            if promoted is not None and not workers and promoted.exists():  # a worker started late
+                promote()
         await server._serve()
 
     asyncio.run(main())
@@ -371,14 +377,15 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     raw = list(sys.argv[1:] if argv is None else argv)
     args = parse(raw)
-    sys.argv = sys.argv[:1]
-    metrics_dir = None
-    if args.http_workers > 1 and not args.attach_engines:  # before anything imports prometheus_client
-        from ai_how.serving import workers
+    sys.argv = sys.argv[:1]  # kserve.model_server parses sys.argv at import; keep our flags away from it
+    from ai_how.serving import workers  # light: no torch, no prometheus_client
 
-        metrics_dir = (
-            workers.share_metrics()
-        )  # kserve.model_server parses sys.argv at import; keep our flags away from it
+    metrics_dir = None
+    if args.attach_engines:  # first: gone with the first process, promotion signals held
+        workers.exit_with_parent()
+        workers.hold_promotion_signals()
+    elif args.http_workers > 1:  # before anything imports prometheus_client
+        metrics_dir = workers.share_metrics()
     if wants_engine_process(args):  # its start overlaps our imports and the fetch (cold start)
         from ai_how.serving.engine.process import prestart
 
@@ -386,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     from kserve.model_server import app
 
     from ai_how.errors import AiHowError
-    from ai_how.serving import openai_routes, workers
+    from ai_how.serving import openai_routes
     from ai_how.serving.fastpath import V1_PREDICT, FastPath, health_routes, v1_routes
     from ai_how.serving.metrics import shared_metrics_route
     from ai_how.serving.runtimes import LLMModel, ServeOptions, build_model
@@ -394,8 +401,6 @@ def main(argv: list[str] | None = None) -> int:
     phases = {"import_s": time.monotonic() - began, "fetch_s": 0.0, "load_s": 0.0, "warmup_s": 0.0}
     limit_cpu_threads(args.device)
     shared = workers.listen_args(args)
-    if args.attach_engines:
-        workers.exit_with_parent()
     engines_dir = args.attach_engines or (workers.share_engines() if args.http_workers > 1 else None)
     options = ServeOptions(
         args.device,
@@ -471,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
             not args.no_access_log,
             sock,
             others,
+            workers.promoted_flag(engines_dir) if engines_dir else None,
         )
     finally:
         workers.stop(others, None if args.attach_engines else engines_dir, metrics_dir)

@@ -10,15 +10,17 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
-from ai_how.serving.engine.process import KEY_ENV
-
+KEY_ENV = "AI_HOW_ENGINE_KEY"  # the attach key, hex, handed to HTTP workers through their environment
+PARENT_ENV = "AI_HOW_SERVER_PID"  # the first process's pid: a worker exits when it is gone
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's; read when it is first imported
 
 
@@ -41,7 +43,11 @@ def share_metrics() -> str | None:
 def start(argv: list[str], count: int, engines_dir: str) -> list[subprocess.Popen[bytes]]:
     """``count`` workers running this server's command line, attached to the engines in ``engines_dir``."""
     command = [sys.executable, "-m", "ai_how.serving.server", *argv, "--attach-engines", engines_dir]
-    return [subprocess.Popen(command) for _ in range(count)]
+    env = {**os.environ, PARENT_ENV: str(os.getpid())}
+    return [subprocess.Popen(command, env=env) for _ in range(count)]
+
+
+_stopping = threading.Event()
 
 
 def watch(workers: list[subprocess.Popen[bytes]]) -> None:
@@ -49,10 +55,10 @@ def watch(workers: list[subprocess.Popen[bytes]]) -> None:
 
     def run() -> None:
         told: set[int] = set()
-        while True:
+        while not _stopping.is_set():
             for worker in workers:
                 code = worker.poll()
-                if code is not None and worker.pid not in told:
+                if code is not None and worker.pid not in told and not _stopping.is_set():
                     told.add(worker.pid)
                     from ai_how.serving.metrics import process_gone
 
@@ -69,6 +75,7 @@ def watch(workers: list[subprocess.Popen[bytes]]) -> None:
 
 def stop(workers: list[subprocess.Popen[bytes]], *folders: str | None, grace_s: float = 10.0) -> None:
     """Stop the workers, then remove the folders they shared (engine sockets, metrics files)."""
+    _stopping.set()
     for worker in workers:
         if worker.poll() is None:
             worker.terminate()
@@ -85,8 +92,9 @@ def stop(workers: list[subprocess.Popen[bytes]], *folders: str | None, grace_s: 
 
 
 def exit_with_parent() -> None:
-    """A worker ends when the process that started it is gone (even killed: no orphans on the port)."""
-    parent = os.getppid()
+    """A worker ends when the process that started it is gone (even killed: no orphans on the port),
+    also when that happened before this ran (the pid it was started by is in its environment)."""
+    parent = int(os.environ.get(PARENT_ENV) or os.getppid())
 
     def run() -> None:
         while os.getppid() == parent:
@@ -94,6 +102,19 @@ def exit_with_parent() -> None:
         os._exit(0)
 
     threading.Thread(target=run, name="ai-how-parent-watch", daemon=True).start()
+
+
+def hold_promotion_signals() -> None:
+    """A worker ignores SIGUSR1/SIGUSR2 until its server installs their handlers: the first process
+    may pass a promotion on while this one still loads (their default action would kill it)."""
+    for signum in (signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def promoted_flag(engines_dir: str) -> Path:
+    """Written when the server is promoted, so a worker that starts serving later listens on the
+    production port too."""
+    return Path(engines_dir) / "promoted"
 
 
 def listen_args(args: Any) -> bool:

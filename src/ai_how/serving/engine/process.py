@@ -43,7 +43,6 @@ from ai_how.serving.engine.sampling import SamplingParams
 READY_TIMEOUT_S = 600.0
 CLIENT_SHIFT = 40  # engine-side id = (connection index << CLIENT_SHIFT) | the connection's own id
 _LOCAL = (1 << CLIENT_SHIFT) - 1
-KEY_ENV = "AI_HOW_ENGINE_KEY"  # the attach key, hex, handed to HTTP workers through their environment
 
 
 @dataclass(frozen=True)
