@@ -43,25 +43,35 @@ def _cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def _completions(url: str, prompts: list[list[int]]) -> list[tuple[int, dict[str, Any]]]:
-    async def one(prompt: list[int], i: int) -> tuple[int, dict[str, Any]]:
+def _completions(url: str, jobs: list[tuple[list[int], int]]) -> list[tuple[int, dict[str, Any]]]:
+    """(prompt, max_tokens) requests all at once, a connection each (the kernel spreads connections
+    over the processes)."""
+
+    async def one(prompt: list[int], max_tokens: int) -> tuple[int, dict[str, Any]]:
         body = {
             "model": "tiny",
             "prompt": prompt,
-            "max_tokens": 6 + i % 5,
+            "max_tokens": max_tokens,
             "temperature": 0,
             "ignore_eos": True,
         }
-        async with (
-            httpx.AsyncClient() as http
-        ):  # a connection each: the kernel spreads them over the processes
+        async with httpx.AsyncClient() as http:
             response = await http.post(f"{url}/openai/v1/completions", json=body, timeout=120)
         return response.status_code, response.json()
 
     async def all_at_once() -> list[tuple[int, dict[str, Any]]]:
-        return list(await asyncio.gather(*(one(p, i) for i, p in enumerate(prompts))))
+        return list(await asyncio.gather(*(one(p, n) for p, n in jobs)))
 
     return asyncio.run(all_at_once())
+
+
+def _engine_key(pid: int) -> str:
+    environ = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
+    return next(v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"AI_HOW_ENGINE_KEY="))
+
+
+def _running(url: str) -> float:
+    return metric_total(httpx.get(f"{url}/metrics", timeout=10).text, "ai_how_num_requests_running")
 
 
 def test_http_workers_share_one_engine(tmp_path: Path) -> None:
@@ -88,52 +98,67 @@ def test_http_workers_share_one_engine(tmp_path: Path) -> None:
         )
         workers = [p for p in _children(server.pid) if "--attach-engines" in _cmdline(p)]
         assert len(workers) == 1, log.read_text()
-        assert "AI_HOW_ENGINE_KEY" not in _cmdline(workers[0])  # the key travels in the environment
         worker = workers[0]
+        engines_dir = Path(_cmdline(worker).split("--attach-engines")[1].split()[0])
+        key = _engine_key(worker)  # the attach key travels in the environment, nowhere else
+        assert len(key) == 64 and key not in _cmdline(worker) + _cmdline(server.pid) + log.read_text()
+        assert not [p for p in _children(worker) if "spawn" in _cmdline(p)], "a worker runs no engine"
 
-        prompts = [[5 + i, 6 + i % 7, 7 + i % 3] for i in range(48)]
-        alone = [_completions(url, [p])[0][1]["choices"][0]["text"] for p in prompts[:6]]
+        jobs = [([5 + i, 6 + i % 7, 7 + i % 3], 6 + i % 5) for i in range(48)]
+        alone = [_completions(url, [job])[0][1]["choices"][0]["text"] for job in jobs]
         before = _cpu_ticks(worker)
-        answers = _completions(url, prompts)
+        answers = _completions(url, jobs)
         assert _cpu_ticks(worker) - before >= 3, "the worker served none of 48 connections"
-        for i, (code, body) in enumerate(answers):
+        for (code, body), (_, max_tokens), lone in zip(answers, jobs, alone, strict=True):
             assert code == 200, body
             assert body["usage"] == {
                 "prompt_tokens": 3,
-                "completion_tokens": 6 + i % 5,
-                "total_tokens": 9 + i % 5,
+                "completion_tokens": max_tokens,
+                "total_tokens": 3 + max_tokens,
             }
-        # greedy answers are the same whichever process took the request, alone or among 48 (alone:
-        # 6 tokens; among them request i asked for 6 + i % 5, so its answer continues the lone one)
-        for lone, (_, body) in zip(alone, answers[:6], strict=True):
-            assert body["choices"][0]["text"].startswith(lone)
+            # its own answer, token for token what it gets alone (greedy), whichever process took it
+            assert body["choices"][0]["text"] == lone
         # /metrics sums every process's counts, whichever process a scrape reaches; the engine's
         # gauges and token counters reach every process (within a 0.1 s heartbeat)
-        generated = 6 * 6 + sum(6 + i % 5 for i in range(48))
+        generated = 2 * sum(n for _, n in jobs)
         for _ in range(6):
             scraped = httpx.get(f"{url}/metrics", timeout=10).text
             count = metric_total(
                 scraped, "ai_how_requests_total", {"code": "200", "route": "/openai/v1/completions"}
             )
-            assert count == 6 + 48, scraped
+            assert count == 2 * 48, scraped
         wait_until(
             lambda: all(
                 metric_total(httpx.get(f"{url}/metrics", timeout=10).text, "ai_how_generation_tokens_total")
-                >= generated
+                == generated
                 for _ in range(6)
             ),
             timeout_s=5,
-            what="every process to report the engine's generated tokens",
+            what="every process to report exactly the engine's generated tokens",
         )
         v1 = httpx.post(f"{url}/v1/models/digits:predict", json={"instances": [[0.0] * 64]}, timeout=30)
         assert v1.status_code == 200 and len(v1.json()["predictions"]) == 1
 
+        # a worker that goes away mid-request: the engine aborts its requests (slots freed at once)
+        from ai_how.serving.engine.process import EngineProcess, EngineSpec
+        from ai_how.serving.engine.sampling import SamplingParams
+
+        spec = EngineSpec(engines_dir, "cpu", "auto", 8, key=bytes.fromhex(key))
+        attached = EngineProcess(spec, lambda updates: None, 4, attach=str(engines_dir / "tiny.sock"))
+        attached.warm_up()
+        attached.start()
+        attached.submit([5, 6, 7], SamplingParams(max_tokens=attached.context_limit - 3, ignore_eos=True))
+        wait_until(lambda: _running(url) == 1, timeout_s=10, what="the attached request to run")
+        attached.stop()
+        wait_until(lambda: _running(url) == 0, timeout_s=10, what="the gone worker's request to be aborted")
+
         os.kill(worker, signal.SIGKILL)  # the port stays served by the first process
         wait_until(lambda: "exited" in log.read_text(), timeout_s=10, what="the worker's death to be told")
-        assert all(code == 200 for code, _ in _completions(url, prompts[:8]))
+        assert all(code == 200 for code, _ in _completions(url, jobs[:8]))
     finally:
         server.terminate()
         server.wait(30)
+    assert not engines_dir.exists()  # the engine sockets' folder goes with the server
     # the workers go with it: nothing attached to the engine socket or left on the port
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and http_ok(f"{url}/v2/health/live"):

@@ -80,6 +80,7 @@ class _Clients:
     def __init__(self, parent: Connection) -> None:
         self.connections: dict[int, Connection] = {0: parent}
         self.locks: dict[int, threading.Lock] = {0: threading.Lock()}
+        self.open: dict[int, set[int]] = {}  # a worker's requests not yet finished (engine-side ids)
         self._next = 1
         self._lock = threading.Lock()
 
@@ -87,6 +88,7 @@ class _Clients:
         with self._lock:
             index, self._next = self._next, self._next + 1
             self.locks[index] = threading.Lock()
+            self.open[index] = set()
             self.connections[index] = conn
         return index
 
@@ -109,15 +111,17 @@ class _Clients:
 
     def route(self, updates: list[Update], stats: tuple[Any, ...]) -> None:
         """Each connection gets its own requests' updates (with its own ids) and the stats."""
-        if len(self.connections) == 1:
-            packed = [(u.request_id, u.tokens, u.finish) for u in updates]
+        if len(self.connections) == 1 and len(self.open) == 0:
+            # (a gone worker's last updates carry its tag: nobody to tell)
+            packed = [(u.request_id, u.tokens, u.finish) for u in updates if u.request_id <= _LOCAL]
             self.send(0, ("step", packed, stats))
             return
         groups: dict[int, list[tuple[int, list[int], str | None]]] = {}
         for u in updates:
-            groups.setdefault(u.request_id >> CLIENT_SHIFT, []).append(
-                (u.request_id & _LOCAL, u.tokens, u.finish)
-            )
+            index = u.request_id >> CLIENT_SHIFT
+            groups.setdefault(index, []).append((u.request_id & _LOCAL, u.tokens, u.finish))
+            if u.finish is not None and index:
+                self.open.get(index, set()).discard(u.request_id)
         for index, packed in groups.items():
             self.send(index, ("step", packed, stats))
 
@@ -267,7 +271,7 @@ def _accept(listener: Listener, clients: _Clients, engine: Any, ready: tuple[Any
 
 def _serve_commands(conn: Connection, index: int, clients: _Clients, engine: Any) -> None:
     """One connection's commands; a worker's ids are tagged with its index. Returns on stop (the
-    parent's only) or when the connection closes (a worker's requests then run out unanswered)."""
+    parent's only) or when the connection closes (a worker's unfinished requests are then aborted)."""
     tag = index << CLIENT_SHIFT
     while True:
         try:
@@ -278,6 +282,8 @@ def _serve_commands(conn: Connection, index: int, clients: _Clients, engine: Any
             if message[0] == "add":
                 _, request_id, prompt, params = message
                 try:
+                    if index:
+                        clients.open[index].add(tag | request_id)
                     engine.submit_with_id(tag | request_id, prompt, params)
                 except Exception as exc:  # this request fails alone; the sender checked the rest
                     print(
@@ -290,8 +296,10 @@ def _serve_commands(conn: Connection, index: int, clients: _Clients, engine: Any
                 engine.abort(tag | message[1])
             elif message[0] == "stop" and index == 0:
                 return
-    if index:
+    if index:  # a worker gone: its requests stop now rather than hold their slots to the end
         clients.drop(index)
+        for request_id in list(clients.open.pop(index, set())):
+            engine.abort(request_id)
 
 
 class EngineProcess:
