@@ -23,7 +23,7 @@ SUPPORTED = ("llama", "mistral", "qwen2")
 PREFILL_QUERY_CHUNK = 1024
 
 
-def prefill_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> Tensor:
+def prefill_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float) -> Tensor:
     """Causal GQA attention over right-padded prompts.
 
     Up to ``PREFILL_QUERY_CHUNK`` tokens: plain causal attention, no mask. With right padding a real
@@ -39,6 +39,7 @@ def prefill_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: floa
         if groups > 1:  # flash attention wants as many key/value heads as query heads
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    assert mask is not None, "prompts longer than PREFILL_QUERY_CHUNK need the padding mask"
     blocks = []
     for start in range(0, width, PREFILL_QUERY_CHUNK):
         end = min(width, start + PREFILL_QUERY_CHUNK)
@@ -238,7 +239,9 @@ class Decoder:
         row_slots = torch.where(valid, slots[:, None], cache.scratch.start - positions)
         flat_positions, flat_slots = positions.reshape(-1), row_slots.reshape(-1)
         index = (slots[:, None] + positions).clamp_(max=cache.tokens - 1)  # [B, L] cache rows
-        mask = ((positions[0][None, :] <= positions[0][:, None])[None] & valid[:, None, :])[:, None]
+        mask = None  # only long prompts need it (see prefill_attention)
+        if width > PREFILL_QUERY_CHUNK:
+            mask = ((positions[0][None, :] <= positions[0][:, None])[None] & valid[:, None, :])[:, None]
         x = F.embedding(tokens.reshape(-1), self.embed)
         residual: Tensor | None = None
         for i, layer in enumerate(self.layers):
@@ -277,8 +280,10 @@ class Decoder:
         positions = torch.arange(width, device=tokens.device)
         valid = positions[None, :] < lengths[:, None]  # [B, L]
         where = (slots[:, None] + positions[None, :])[valid]
-        causal = positions[None, :] <= positions[:, None]  # [L(q), L(k)]
-        mask = (causal[None] & valid[:, None, :])[:, None]  # [B, 1, L, L]
+        mask = None  # only long prompts need it (see prefill_attention)
+        if width > PREFILL_QUERY_CHUNK:
+            causal = positions[None, :] <= positions[:, None]  # [L(q), L(k)]
+            mask = (causal[None] & valid[:, None, :])[:, None]  # [B, 1, L, L]
         cos, sin = self.cos[:width][None, :, None], self.sin[:width][None, :, None]
         x = F.embedding(tokens, self.embed)
         for i, layer in enumerate(self.layers):

@@ -444,7 +444,9 @@ class EngineProcess:
                     self._in_flight.difference_update(finished)
             stats = self.stats
             stats.running, stats.waiting, stats.kv_usage = running, waiting, kv_usage
-            stats.prompt_tokens, stats.generated_tokens = prompt_tokens, generated_tokens  # the engine's own
+            # the engine's own counters; two threads there may send them out of order: never backwards
+            stats.prompt_tokens = max(stats.prompt_tokens, prompt_tokens)
+            stats.generated_tokens = max(stats.generated_tokens, generated_tokens)
             try:
                 self.emit(updates)
             except Exception:  # e.g. the event loop is closing: keep reading, keep the accounting right
