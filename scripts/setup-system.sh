@@ -15,6 +15,7 @@ PKGS=(
   genisoimage cloud-init packer         # cloud-init seeds, `cloud-init schema`, `packer validate`
   libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86   # VMs (the boot test starts libvirtd)
   dnsmasq-base iptables                 # libvirt NAT networks with static DHCP leases
+  iproute2                              # `ss`: which processes listen on a port (serving tests)
   podman buildah runc containernetworking-plugins  # `ai-how image server` (runc: crun fails on cgroup-hybrid hosts)
 )
 missing=()

@@ -70,6 +70,14 @@ def _engine_key(pid: int) -> str:
     return next(v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"AI_HOW_ENGINE_KEY="))
 
 
+def _listeners(port: int) -> set[int]:
+    """The pids listening on ``port`` (``ss`` from iproute2)."""
+    out = subprocess.run(
+        ["ss", "-ltnpH", f"sport = :{port}"], check=True, capture_output=True, text=True
+    ).stdout
+    return {int(part.split(",")[0]) for part in out.split("pid=")[1:]}
+
+
 def _running(url: str) -> float:
     return metric_total(httpx.get(f"{url}/metrics", timeout=10).text, "ai_how_num_requests_running")
 
@@ -78,13 +86,14 @@ def test_http_workers_share_one_engine(tmp_path: Path) -> None:
     objects = tmp_path / "objects"
     llm = synced(tiny_llama(tmp_path / "llm"), objects, "tiny/v3", 3)
     digits = synced(digits_cnn(tmp_path / "digits"), objects, "digits/v7", 7)
-    port = free_port()
+    port, production = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
     command = [
         *(sys.executable, "-m", "ai_how.serving.server", "--port", str(port), "--device", "cpu"),
         *("--model", f"tiny={llm}", "--model", f"digits={digits}", "--cache-dir", str(tmp_path / "cache")),
         *("--http-workers", "2", "--max-batch", "8", "--max-waiting", "120", "--no-access-log"),
+        *("--production-port", str(production)),
     ]
     with log.open("wb") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -138,6 +147,15 @@ def test_http_workers_share_one_engine(tmp_path: Path) -> None:
         )
         v1 = httpx.post(f"{url}/v1/models/digits:predict", json={"instances": [[0.0] * 64]}, timeout=30)
         assert v1.status_code == 200 and len(v1.json()["predictions"]) == 1
+
+        # promotion (the local deployer's switch): every HTTP process listens on the production port
+        assert _listeners(port) == {server.pid, worker}
+        server.send_signal(signal.SIGUSR1)
+        wait_until(
+            lambda: _listeners(production) == {server.pid, worker},
+            timeout_s=10,
+            what="both HTTP processes on the production port",
+        )
 
         # a worker that goes away mid-request: the engine aborts its requests (slots freed at once)
         from ai_how.serving.engine.process import EngineProcess, EngineSpec
