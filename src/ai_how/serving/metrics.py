@@ -23,6 +23,8 @@ from prometheus_client import REGISTRY, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ai_how.serving.workers import MULTIPROC_ENV
+
 TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 
@@ -85,9 +87,6 @@ class LLMMetrics(Collector):
 def llm_metrics() -> LLMMetrics:
     """The process's one LLMMetrics (prometheus_client refuses a metric registered twice)."""
     return LLMMetrics()
-
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # see ai_how.serving.workers.share_metrics
 
 
 def shared_metrics_route() -> Callable[[Any], Awaitable[Any]] | None:

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ai_how.serving import workers  # light: no torch, no prometheus_client (set up before its import)
 from ai_how.serving.draining import Draining
 from ai_how.serving.headers import NAME_HEADER, VERSION_HEADER
 
@@ -119,7 +120,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         p.error("each model needs its own name")
     if args.http_workers < 1:
         p.error("--http-workers must be at least 1")
-    if args.http_workers > 1 or args.attach_engines:
+    if workers.shares_port(args):
         if args.engine != "ours":
             p.error("--http-workers > 1 shares our engine's process: use --engine ours")
         if args.engine_process == "no":
@@ -378,8 +379,6 @@ def main(argv: list[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = parse(raw)
     sys.argv = sys.argv[:1]  # kserve.model_server parses sys.argv at import; keep our flags away from it
-    from ai_how.serving import workers  # light: no torch, no prometheus_client
-
     metrics_dir = None
     if args.attach_engines:  # first: gone with the first process, promotion signals held
         workers.exit_with_parent()
@@ -400,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
 
     phases = {"import_s": time.monotonic() - began, "fetch_s": 0.0, "load_s": 0.0, "warmup_s": 0.0}
     limit_cpu_threads(args.device)
-    shared = workers.listen_args(args)
+    shared = workers.shares_port(args)
     engines_dir = args.attach_engines or (workers.share_engines() if args.http_workers > 1 else None)
     options = ServeOptions(
         args.device,

@@ -117,6 +117,6 @@ def promoted_flag(engines_dir: str) -> Path:
     return Path(engines_dir) / "promoted"
 
 
-def listen_args(args: Any) -> bool:
+def shares_port(args: Any) -> bool:
     """Whether this process shares its port with other HTTP processes."""
     return bool(args.http_workers > 1 or args.attach_engines)

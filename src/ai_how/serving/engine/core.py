@@ -129,7 +129,6 @@ class _Lanes:
 
     def __init__(self, count: int, width: int) -> None:
         self.live = np.zeros(count, dtype=bool)
-        self.request = np.zeros(count, dtype=np.int64)
         self.generation = np.zeros(count, dtype=np.int64)
         self.position = np.zeros(count, dtype=np.int64)  # of the token the next decode step feeds
         self.slot = np.zeros(count, dtype=np.int64)  # where its KV cache starts in the flat cache
@@ -160,7 +159,6 @@ class Engine:
         max_prefill_delay_s: float = 0.02,
     ) -> None:
         self.decoder = decoder
-        self.eos_ids = eos_ids
         self._eos = np.array(sorted(eos_ids), dtype=np.int64)
         self.emit = emit
         self.max_batch = max_batch
@@ -400,7 +398,6 @@ class Engine:
         state = self._lanes
         params = [s.params for s in admitted]
         state.live[lanes] = True
-        state.request[lanes] = [s.id for s in admitted]
         state.generation[lanes] += 1
         state.position[lanes] = lengths  # the prefill's token feeds the first decode step here
         state.slot[lanes] = [s.slot.start for s in admitted if s.slot is not None]
@@ -493,23 +490,22 @@ class Engine:
         finishing = done[rows].tolist()
         stopped = eos[rows].tolist() if eos is not None else [False] * len(rows)
         sent, upto = state.sent[picked].tolist(), seen[rows].tolist()
-        request = state.request[picked].tolist()
         retired = False
-        for lane, request_id, was_sent, now, finished, hit_eos in zip(
-            picked, request, sent, upto, finishing, stopped, strict=True
+        for lane, was_sent, now, finished, hit_eos in zip(
+            picked, sent, upto, finishing, stopped, strict=True
         ):
+            seq = self._lane_seq[lane]
+            assert seq is not None, "a live lane holds its sequence"
             if hit_eos:  # the EOS token itself is not part of the answer
-                append(Update(request_id, state.tokens[lane, was_sent : now - 1].tolist(), "stop"))
+                append(Update(seq.id, state.tokens[lane, was_sent : now - 1].tolist(), "stop"))
             elif finished:
-                append(Update(request_id, state.tokens[lane, was_sent:now].tolist(), "length"))
+                append(Update(seq.id, state.tokens[lane, was_sent:now].tolist(), "length"))
             else:
-                append(Update(request_id, state.tokens[lane, was_sent:now].tolist()))
+                append(Update(seq.id, state.tokens[lane, was_sent:now].tolist()))
                 state.sent[lane] = now
                 continue
-            seq = self._lane_seq[lane]
-            if seq is not None:
-                self._retire(seq)
-                retired = True
+            self._retire(seq)
+            retired = True
         if retired:
             self._drop_retired()
 

@@ -178,7 +178,7 @@ class AsyncLLM:
                 await stream.event.wait()
                 new, finish = stream.take()
                 if new and not first_at:
-                    first_at = stream.first_at or time.perf_counter()
+                    first_at = stream.first_at  # set when the token arrived, not when read
                     self._observe("ttft", first_at - started)
                 produced += len(new)
                 text += detok.add(new)
