@@ -84,13 +84,60 @@ def decoder_check(llm: Any) -> dict[str, Any]:
         positions = lengths.clone()
         eager = decoder.decode(tokens, positions, slots, cache, fused=False)
         fused = decoder.decode(tokens, positions, slots, cache, fused=True)
-    return {
+    checks: dict[str, Any] = {}
+    graphs = engine.prefill_graphs
+    if graphs is not None and graphs.graphs:  # the captured prefill against the eager fused one
+        host = [t.cpu().numpy() for t in (prompts[:37, :33], lengths[:37], slots[:37])]
+        host[1] = host[1].clip(max=33)
+        with torch.inference_mode():
+            replayed = graphs.run(*host)
+            assert replayed is not None
+            replayed = replayed.clone()
+            eager_bucket = decoder.prefill(*(torch.from_numpy(h).cuda() for h in host), cache, fused=True)
+        checks["prefill_graph_max_abs_logit_diff"] = float((replayed - eager_bucket).abs().max())
+        checks["prefill_graph_argmax_agree"] = float(
+            (replayed.argmax(-1) == eager_bucket.argmax(-1)).float().mean()
+        )
+        checks["prefill_ms"] = prefill_times(engine, decoder, cache)
+    return checks | {
         "prefill_max_abs_logit_diff": float((eager_first - fused_first).abs().max()),
         "prefill_argmax_agree": float((eager_first.argmax(-1) == fused_first.argmax(-1)).float().mean()),
         "max_abs_logit_diff": float((eager - fused).abs().max()),
         "logit_scale": float(eager.abs().max()),
         "argmax_agree": float((eager.argmax(-1) == fused.argmax(-1)).float().mean()),
     }
+
+
+def prefill_times(engine: Any, decoder: Any, cache: Any) -> dict[str, Any]:
+    """Eager vs replayed prefill of 32-token prompts, in ms, per batch (graph replay includes the upload)."""
+    import numpy as np
+    import torch
+
+    times: dict[str, Any] = {}
+    for rows in (8, 64, 256):
+        prompts = np.random.default_rng(0).integers(100, 1000, (rows, 32))
+        lengths = np.full(rows, 32)
+        slots = np.arange(rows) * 128
+        device = [torch.from_numpy(a).cuda() for a in (prompts, lengths, slots)]
+        row = {}
+        calls = {
+            "eager": lambda device=device: decoder.prefill(*device, cache),
+            "graph": lambda p=prompts, n=lengths, s=slots: engine.prefill_graphs.run(p, n, s),
+        }
+        for name, call in calls.items():
+            with torch.inference_mode():
+                for _ in range(3):
+                    call()
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                for _ in range(20):
+                    call()
+                host_s = (time.perf_counter() - start) / 20
+                torch.cuda.synchronize()
+            row[name] = round((time.perf_counter() - start) / 20 * 1000, 3)
+            row[name + "_host"] = round(host_s * 1000, 3)
+        times[str(rows)] = row
+    return times
 
 
 def step_times(llm: Any, positions: int = 64) -> dict[str, float]:

@@ -161,7 +161,7 @@ def test_http_workers_share_one_engine(tmp_path: Path) -> None:
         from ai_how.serving.engine.process import EngineProcess, EngineSpec
         from ai_how.serving.engine.sampling import SamplingParams
 
-        spec = EngineSpec(engines_dir, "cpu", "auto", 8, key=bytes.fromhex(key))
+        spec = EngineSpec(engines_dir, "cpu", "auto", 8, set(), key=bytes.fromhex(key))
         attached = EngineProcess(spec, lambda updates: None, 4, attach=str(engines_dir / "tiny.sock"))
         attached.warm_up()
         attached.start()

@@ -256,3 +256,44 @@ def test_every_batch_replays_a_graph_at_most_a_little_larger() -> None:
         for n in range(1, max_batch + 1):
             replayed = next(s for s in sizes if s >= n)
             assert replayed <= max(2 * n, n + 127), (max_batch, n, replayed)
+
+
+def test_prompts_padded_to_prefill_buckets_give_the_same_tokens(model_dir: Path) -> None:
+    """The GPU's prefill graphs see prompts padded to fixed (rows, width) buckets; the same padding
+    run eagerly on CPU must leave every answer equal to ``generate``."""
+    from ai_how.serving.engine import checkpoint
+    from ai_how.serving.engine.core import Engine
+    from ai_how.serving.engine.frontend import AsyncLLM
+    from ai_how.serving.engine.model import Decoder
+
+    decoder = Decoder.load(model_dir, torch.device("cpu"), torch.float32)
+    eos = checkpoint.eos_ids(model_dir, None)
+    llm = AsyncLLM(
+        lambda emit: Engine(decoder, eos, emit, max_batch=8, max_prefill_tokens=256, padded_prefill=True),
+        __import__("transformers").AutoTokenizer.from_pretrained(model_dir),
+        "padded",
+    )
+    llm.engine.warm_up()
+    llm.start()
+    try:
+        rng = random.Random(11)
+        prompts = [[rng.randrange(4, 300) for _ in range(rng.randrange(1, 70))] for _ in range(13)]
+        prompts.append([(3 * i) % 290 + 4 for i in range(300)])  # wider than any bucket
+        lengths = [rng.randrange(1, 12) for _ in prompts]
+        lengths[0] = 60  # runs while later prompts are prefilled with padding rows beside it
+
+        async def all_at_once() -> list[Any]:
+            return await asyncio.gather(
+                *(
+                    llm.complete(p, SamplingParams(max_tokens=n, ignore_eos=True))
+                    for p, n in zip(prompts, lengths, strict=True)
+                )
+            )
+
+        answers = run(all_at_once())
+        graphs = llm.engine.prefill_graphs
+        assert 0 < graphs.runs < llm.engine.stats.prefills  # most prefills padded, the widest eager
+        for prompt, n, answer in zip(prompts, lengths, answers, strict=True):
+            assert answer.token_ids == reference(model_dir, prompt, n)
+    finally:
+        llm.stop()

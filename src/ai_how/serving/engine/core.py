@@ -157,7 +157,11 @@ class Engine:
         kv_cache_bytes: int | None = None,
         min_prefill_batch: int = 64,
         max_prefill_delay_s: float = 0.02,
+        padded_prefill: bool | None = None,
     ) -> None:
+        """``use_graphs`` (default: on a GPU): decode and prefill as CUDA graphs. ``padded_prefill``
+        (default: with graphs): prompts padded to the prefill graphs' buckets, run eagerly when not
+        captured (how a CPU exercises the padding)."""
         self.decoder = decoder
         self._eos = np.array(sorted(eos_ids), dtype=np.int64)
         self.emit = emit
@@ -205,12 +209,19 @@ class Engine:
         self._readback = [_host_buffer(max_batch, pin) for _ in range(4)]
         self._readback_turn = 0
         self.graphs: Any = None
+        self.prefill_graphs: Any = None
+        self.prefill_capture_s = 0.0
         if use_graphs is None:
             use_graphs = device.type == "cuda"
         if use_graphs:
             from ai_how.serving.engine.graphs import DecodeGraphs
 
             self.graphs = DecodeGraphs(decoder, self.cache, max_batch, self.last_token)
+        if padded_prefill if padded_prefill is not None else use_graphs:
+            from ai_how.serving.engine.prefill_graphs import PrefillGraphs, prefill_buckets
+
+            buckets = prefill_buckets(max_batch, self.context_limit, max_prefill_tokens)
+            self.prefill_graphs = PrefillGraphs(decoder, self.cache, buckets)
 
     # ------------------------------------------------------------------ control (any thread)
     @property
@@ -218,9 +229,13 @@ class Engine:
         return min(self.decoder.shape.max_positions, self.cache.largest)
 
     def warm_up(self) -> None:
-        """Capture the decode graphs (or run one eager step on CPU) before serving."""
+        """Capture the decode and prefill graphs (or run one eager step on CPU) before serving."""
         if self.graphs is not None:
             self.graphs.capture()
+            if self.prefill_graphs is not None:
+                begun = time.monotonic()
+                self.prefill_graphs.capture()
+                self.prefill_capture_s = time.monotonic() - begun
         else:
             with torch.inference_mode():
                 one = torch.zeros(1, dtype=torch.long, device=self.decoder.device)
@@ -372,10 +387,13 @@ class Engine:
             prompts[i, : len(seq.prompt)] = seq.prompt
             self._lane_seq[seq.lane] = seq
         self._open_lanes(lanes, admitted, lengths)
+        slots = self._lanes.slot[lanes]
+        logits = None
+        if self.prefill_graphs is not None:
+            logits = self.prefill_graphs.run(prompts, lengths, slots)
         upload = self._upload
-        logits = self.decoder.prefill(
-            upload(prompts), upload(lengths), upload(self._lanes.slot[lanes]), self.cache
-        )
+        if logits is None:
+            logits = self.decoder.prefill(upload(prompts), upload(lengths), upload(slots), self.cache)
         first = sample(logits, [s.sampler for s in admitted])
         self.stats.prefills += 1
         self.stats.prompt_tokens += int(lengths.sum())

@@ -15,19 +15,6 @@ def default_dtype(device: Any) -> Any:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def eos_ids(lm: Any, tokenizer: Any) -> set[int]:
-    ids: set[int] = set()
-    for source in (getattr(lm, "generation_config", None), lm.config):
-        value = getattr(source, "eos_token_id", None)
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, list):
-            ids.update(v for v in value if isinstance(v, int))
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    return ids
-
-
 def resolve(device: str, dtype: str) -> tuple[Any, Any]:
     """The torch device and dtype a model runs with (``auto`` dtype: bf16 on a GPU, fp32 on a CPU)."""
     import torch
@@ -38,13 +25,13 @@ def resolve(device: str, dtype: str) -> tuple[Any, Any]:
     return target, default_dtype(target) if dtype == "auto" else getattr(torch, dtype)
 
 
-def load_checkpoint(model_dir: Path, torch_dtype: Any, tokenizer: Any) -> tuple[Any, set[int]]:
-    """The HF model in eval mode (on the CPU) and the ids that end a generation."""
+def load_hf_model(model_dir: Path, torch_dtype: Any) -> Any:
+    """The HF model in eval mode, on the CPU (the baselines run transformers' own forward)."""
     from transformers import AutoModelForCausalLM
 
     lm: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype)
     lm.eval()
-    return lm, eos_ids(lm, tokenizer)
+    return lm
 
 
 def load_llm(
@@ -63,8 +50,9 @@ def load_llm(
     """Load weights and tokenizer, build the engine; the caller warms it up and starts it.
     ``share`` (an ``EngineShare``): our engine's process serves several HTTP processes."""
     import torch
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    from ai_how.serving.engine import checkpoint
     from ai_how.serving.engine.frontend import AsyncLLM
 
     if engine not in ENGINES:
@@ -73,6 +61,7 @@ def load_llm(
         raise ValueError(f"engine process {process!r}: use auto, yes or no")
     target, torch_dtype = resolve(device, dtype)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    eos = checkpoint.eos_ids(model_dir, tokenizer.eos_token_id)
     batch = max_batch or (512 if target.type == "cuda" else 32)
     # A bounded queue: about four batches' worth of waiting, then 429 (an unbounded one only turns
     # overload into minutes of latency).
@@ -83,7 +72,9 @@ def load_llm(
 
         listen = share.address if share is not None and not share.attach else None
         key = share.key if share is not None else b""
-        spec = EngineSpec(Path(model_dir), device, dtype, batch, listen, key)  # the child loads the weights
+        spec = EngineSpec(
+            Path(model_dir), device, dtype, batch, eos, listen, key
+        )  # the child loads the weights
         attach = share.address if share is not None and share.attach else None
         # The admission bound is the engine's: each of the HTTP processes sharing it takes its part.
         capacity = -(-(batch + waiting) // (share.processes if share is not None else 1))
@@ -95,9 +86,7 @@ def load_llm(
         from ai_how.serving.engine.core import Engine
         from ai_how.serving.engine.model import Decoder
 
-        lm, eos = load_checkpoint(model_dir, torch_dtype, tokenizer)
-        decoder = Decoder(lm, target, torch_dtype)
-        del lm
+        decoder = Decoder.load(Path(model_dir), target, torch_dtype)
 
         def factory(emit: Any) -> Any:
             return Engine(decoder, eos, emit, max_batch=batch, max_waiting=waiting)
@@ -105,8 +94,7 @@ def load_llm(
     else:
         from ai_how.serving.engine import baselines
 
-        lm, eos = load_checkpoint(model_dir, torch_dtype, tokenizer)
-        lm = lm.to(target)
+        lm = load_hf_model(model_dir, torch_dtype).to(target)
         cls = baselines.NaiveEngine if engine == "naive" else baselines.TransformersEngine
 
         def factory(emit: Any) -> Any:
@@ -114,6 +102,6 @@ def load_llm(
 
     with torch.inference_mode():
         llm = AsyncLLM(factory, tokenizer, name, metrics, stream_interval=stream_interval)
-    vocab = int(getattr(AutoConfig.from_pretrained(model_dir), "vocab_size", 0) or 0)
+    vocab = int(checkpoint.read_config(Path(model_dir)).get("vocab_size") or 0)
     llm.vocab_size = vocab or len(tokenizer)  # the embedding's rows: larger ids would crash the step
     return llm

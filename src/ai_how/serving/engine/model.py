@@ -1,21 +1,22 @@
 """A decoder-only transformer (Llama family) run from its HF weights by our own forward pass.
 
-transformers supplies the model definition, weights and rotary tables; the forward here is ours so
-that the KV cache is the engine's flat, ragged cache and the decode step can be captured in a CUDA
-graph. Supported: Llama, Mistral and Qwen2 style decoders (RMSNorm, rotary, GQA, SwiGLU; optional
+The checkpoint is read directly (``checkpoint.py``: config.json, safetensors, rotary tables), without
+importing transformers; the forward here is ours so that the KV cache is the engine's flat, ragged
+cache and the decode step can be captured in a CUDA graph. Supported: Llama, Mistral and Qwen2 style decoders (RMSNorm, rotary, GQA, SwiGLU; optional
 q/k/v biases). Anything else is served by the naive engine (``engine: naive``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ai_how.serving.engine import attention, kernels
+from ai_how.serving.engine import attention, checkpoint, kernels
 
 SUPPORTED = ("llama", "mistral", "qwen2")
 
@@ -91,68 +92,83 @@ class Shape:
 class Decoder:
     """Weights in the layout our kernels want (fused qkv, fused gate/up) plus the rotary tables."""
 
-    def __init__(self, lm: Any, device: torch.device, dtype: torch.dtype) -> None:
-        config = lm.config
-        if config.model_type not in SUPPORTED:
-            raise _unsupported(f"model_type {config.model_type!r} (ours serves {', '.join(SUPPORTED)})")
-        if getattr(config, "hidden_act", "silu") != "silu":
-            raise _unsupported(f"hidden_act {config.hidden_act!r} (ours serves silu)")
-        base = lm.model
-        first = base.layers[0]
-        if hasattr(first.self_attn, "q_norm"):
+    def __init__(self, source: checkpoint.Checkpoint, device: torch.device, dtype: torch.dtype) -> None:
+        config, weights = source.config, source.weights
+        model_type = config.get("model_type")
+        if model_type not in SUPPORTED:
+            raise _unsupported(f"model_type {model_type!r} (ours serves {', '.join(SUPPORTED)})")
+        act = config.get("hidden_act", "silu")
+        if act != "silu":
+            raise _unsupported(f"hidden_act {act!r} (ours serves silu)")
+        if "model.layers.0.self_attn.q_norm.weight" in weights:
             raise _unsupported("q/k norms in attention")
-        if first.self_attn.o_proj.bias is not None or first.mlp.gate_proj.bias is not None:
+        if (
+            "model.layers.0.self_attn.o_proj.bias" in weights
+            or "model.layers.0.mlp.gate_proj.bias" in weights
+        ):
             raise _unsupported("biases on the attention output or the MLP")
-        window = getattr(config, "sliding_window", None)
-        if window and getattr(config, "use_sliding_window", True) and window < config.max_position_embeddings:
+        window = config.get("sliding_window")
+        positions = int(config.get("max_position_embeddings") or 2048)
+        if window and config.get("use_sliding_window", True) and window < positions:
             raise _unsupported(f"sliding-window attention ({window} tokens)")
-        heads = config.num_attention_heads
-        kv_heads = getattr(config, "num_key_value_heads", None) or heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        heads = int(config["num_attention_heads"])
+        kv_heads = int(config.get("num_key_value_heads") or heads)
+        head_dim = int(config.get("head_dim") or config["hidden_size"] // heads)
         if device.type == "cuda" and head_dim & (head_dim - 1):
             raise _unsupported(f"head_dim {head_dim} (the Triton kernels take powers of two)")
+        layers = int(config["num_hidden_layers"])
         self.shape = Shape(
-            layers=len(base.layers),
-            hidden=config.hidden_size,
+            layers=layers,
+            hidden=int(config["hidden_size"]),
             heads=heads,
             kv_heads=kv_heads,
             head_dim=head_dim,
-            vocab=config.vocab_size,
-            max_positions=int(getattr(config, "max_position_embeddings", 2048)),
-            eps=float(first.input_layernorm.variance_epsilon),
-            scale=float(getattr(first.self_attn, "scaling", head_dim**-0.5)),
+            vocab=int(config["vocab_size"]),
+            max_positions=positions,
+            eps=float(config.get("rms_norm_eps", 1e-6)),
+            scale=head_dim**-0.5,
         )
         self.device, self.dtype = device, dtype
 
-        def w(t: Tensor) -> Tensor:
-            return t.detach().to(device=device, dtype=dtype).contiguous()
+        def w(*names: str) -> Tensor:
+            try:
+                parts = [weights[name] for name in names]
+            except KeyError as exc:
+                raise checkpoint.CheckpointError(
+                    f"{source.model_dir}: the weights lack {exc.args[0]}"
+                ) from None
+            joined = parts[0] if len(parts) == 1 else torch.cat(parts)
+            return joined.to(device=device, dtype=dtype).contiguous()
 
-        self.embed = w(base.embed_tokens.weight)
-        self.norm = w(base.norm.weight)
-        self.lm_head = w(lm.lm_head.weight) if not config.tie_word_embeddings else self.embed
+        self.embed = w("model.embed_tokens.weight")
+        self.norm = w("model.norm.weight")
+        tied = bool(config.get("tie_word_embeddings", False))  # HF's default for these models
+        self.lm_head = self.embed if tied else w("lm_head.weight")
         self.layers: list[Layer] = []
-        for layer in base.layers:
-            a, m = layer.self_attn, layer.mlp
+        for i in range(layers):
+            a, m = f"model.layers.{i}.self_attn.", f"model.layers.{i}.mlp."
             bias = None
-            if a.q_proj.bias is not None:
-                bias = w(torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]))
+            if a + "q_proj.bias" in weights:
+                bias = w(a + "q_proj.bias", a + "k_proj.bias", a + "v_proj.bias")
             self.layers.append(
                 Layer(
-                    ln_attn=w(layer.input_layernorm.weight),
-                    qkv=w(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])),
+                    ln_attn=w(f"model.layers.{i}.input_layernorm.weight"),
+                    qkv=w(a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"),
                     qkv_bias=bias,
-                    out=w(a.o_proj.weight),
-                    ln_mlp=w(layer.post_attention_layernorm.weight),
-                    gate_up=w(torch.cat([m.gate_proj.weight, m.up_proj.weight])),
-                    down=w(m.down_proj.weight),
+                    out=w(a + "o_proj.weight"),
+                    ln_mlp=w(f"model.layers.{i}.post_attention_layernorm.weight"),
+                    gate_up=w(m + "gate_proj.weight", m + "up_proj.weight"),
+                    down=w(m + "down_proj.weight"),
                 )
             )
-        # Rotary tables from the model's own rotary module (covers every rope_scaling HF knows).
-        positions = torch.arange(self.shape.max_positions, device="cpu")[None]
-        probe = torch.zeros(1, dtype=torch.float32)
-        cos, sin = base.rotary_emb.to("cpu")(probe, positions)
-        self.cos = cos[0].to(device=device, dtype=dtype).contiguous()  # [P, D]
-        self.sin = sin[0].to(device=device, dtype=dtype).contiguous()
+        cos, sin = checkpoint.rotary_tables(source.model_dir, config, head_dim, positions)
+        self.cos = cos.to(device=device, dtype=dtype).contiguous()  # [P, D]
+        self.sin = sin.to(device=device, dtype=dtype).contiguous()
+
+    @classmethod
+    def load(cls, model_dir: Path, device: torch.device, dtype: torch.dtype) -> Decoder:
+        """Our forward over the checkpoint in ``model_dir``: config and weights read directly."""
+        return cls(checkpoint.load(model_dir), device, dtype)
 
     # ------------------------------------------------------------------ pieces
     def _rms(self, x: Tensor, weight: Tensor) -> Tensor:

@@ -53,6 +53,7 @@ class EngineSpec:
     device: str
     dtype: str
     max_batch: int
+    eos_ids: set[int]  # the server reads them with the tokenizer: the child never loads one
     listen: str | None = None  # a Unix socket path where HTTP workers attach
     key: bytes = b""  # their authentication key
 
@@ -143,7 +144,6 @@ def _host(conn: Connection, spawned_at: float) -> None:
     for (``("build", spec)``), or exit quietly when the server closes the pipe (no LLM to serve)."""
     begun = time.time()
     import torch  # noqa: F401
-    import transformers  # noqa: F401
 
     import ai_how.serving.engine.core
     import ai_how.serving.engine.model  # noqa: F401
@@ -192,18 +192,15 @@ def _child(
         begun = prestarted[0] if prestarted else time.time()
         begun_imports = time.time()
         import torch
-        from transformers import AutoTokenizer
 
         from ai_how.serving.engine.core import Engine
-        from ai_how.serving.engine.loader import load_checkpoint, resolve
+        from ai_how.serving.engine.loader import resolve
         from ai_how.serving.engine.model import Decoder
 
         started = time.monotonic()
         imported_s = (prestarted[1] if prestarted else 0.0) + time.time() - begun_imports
         device, dtype = resolve(spec.device, spec.dtype)
-        lm, eos = load_checkpoint(spec.model_dir, dtype, AutoTokenizer.from_pretrained(spec.model_dir))
-        decoder = Decoder(lm, device, dtype)
-        del lm
+        decoder = Decoder.load(spec.model_dir, device, dtype)
         stats_holder: list[EngineStats] = []
         clients = _Clients(conn)  # the engine thread and the command threads all answer through it
 
@@ -214,7 +211,7 @@ def _child(
             clients.route(updates, read_stats())
 
         with torch.inference_mode():
-            engine = Engine(decoder, eos, emit, max_batch=spec.max_batch, max_waiting=1 << 30)
+            engine = Engine(decoder, spec.eos_ids, emit, max_batch=spec.max_batch, max_waiting=1 << 30)
         stats_holder.append(engine.stats)
         # A poisoned device (sticky CUDA error): exit, so the server sees the process gone and says so.
         engine.on_fatal = lambda why: os._exit(70)
@@ -225,6 +222,7 @@ def _child(
             "engine_import_s": imported_s,
             "load_s": loaded - started,
             "warmup_s": time.monotonic() - loaded,
+            "prefill_capture_s": engine.prefill_capture_s,  # part of warmup_s
         }
         engine.start()
         ready = ("ready", engine.context_limit, phases)
