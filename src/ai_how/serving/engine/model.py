@@ -24,6 +24,13 @@ SUPPORTED = ("llama", "mistral", "qwen2")
 PREFILL_QUERY_CHUNK = 1024
 
 
+def _repeat_heads(x: Tensor, groups: int) -> Tensor:
+    """[B, Hkv, L, D] -> [B, Hkv * groups, L, D], each head repeated ``groups`` times in place (as
+    repeat_interleave, by a view and one copy: nothing the host waits for inside a CUDA graph)."""
+    b, h, length, d = x.shape
+    return x[:, :, None].expand(b, h, groups, length, d).reshape(b, h * groups, length, d)
+
+
 def prefill_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float) -> Tensor:
     """Causal GQA attention over right-padded prompts.
 
@@ -38,7 +45,7 @@ def prefill_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scal
     if width <= PREFILL_QUERY_CHUNK:
         groups = q.shape[1] // k.shape[1]
         if groups > 1:  # flash attention wants as many key/value heads as query heads
-            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+            k, v = _repeat_heads(k, groups), _repeat_heads(v, groups)
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
     assert mask is not None, "prompts longer than PREFILL_QUERY_CHUNK need the padding mask"
     blocks = []
