@@ -218,9 +218,11 @@ class Engine:
 
             self.graphs = DecodeGraphs(decoder, self.cache, max_batch, self.last_token)
         if padded_prefill if padded_prefill is not None else use_graphs:
-            from ai_how.serving.engine.prefill_graphs import PrefillGraphs, prefill_buckets
+            from ai_how.serving.engine.prefill_graphs import MAX_GRAPH_TOKENS, PrefillGraphs, prefill_buckets
 
-            buckets = prefill_buckets(max_batch, self.context_limit, max_prefill_tokens)
+            buckets = prefill_buckets(
+                max_batch, self.context_limit, min(max_prefill_tokens, MAX_GRAPH_TOKENS)
+            )
             self.prefill_graphs = PrefillGraphs(decoder, self.cache, buckets)
 
     # ------------------------------------------------------------------ control (any thread)

@@ -205,13 +205,15 @@ class Decoder:
         return x + F.linear(F.silu(gate) * up, layer.down)
 
     def logits(self, x: Tensor) -> Tensor:
-        return F.linear(self._rms(x, self.norm), self.lm_head).float()
+        return F.linear(self._rms(x, self.norm), self.lm_head)
 
     # ------------------------------------------------------------------ passes
     def decode(
         self, tokens: Tensor, positions: Tensor, slots: Tensor, cache: Any, fused: bool | None = None
     ) -> Tensor:
-        """One token per sequence: tokens/positions/slots are [B]; returns logits [B, V] (float32).
+        """One token per sequence: tokens/positions/slots are [B]; returns logits [B, V] in the model's
+        dtype (greedy takes their argmax as they are: a float32 copy of [1,024 x 49,152] logits per
+        step is 200 MB written and read again; sampling casts the rows it samples).
 
         ``slots[b]`` is where sequence b's cache starts in the flat cache; its token at position p
         lives at ``slots[b] + p``. Everything here is device-side indexing, so it can be graph-captured.
@@ -250,7 +252,7 @@ class Decoder:
             h = kernels.add_rms(x, F.linear(o.flatten(1), layer.out), layer.ln_mlp, s.eps)
             residual = F.linear(kernels.silu_mul(F.linear(h, layer.gate_up)), layer.down)
         h = kernels.add_rms(x, residual, self.norm, s.eps)
-        return F.linear(h, self.lm_head).float()
+        return F.linear(h, self.lm_head)
 
     def _prefill_fused(self, tokens: Tensor, lengths: Tensor, slots: Tensor, cache: Any) -> Tensor:
         """Prefill with the decode kernels applied to every prompt token as a row; padding rows
@@ -288,7 +290,7 @@ class Decoder:
         assert residual is not None
         last = torch.arange(batch, device=x.device) * width + lengths - 1
         h = kernels.add_rms(x[last].contiguous(), residual[last].contiguous(), self.norm, s.eps)
-        return F.linear(h, self.lm_head).float()
+        return F.linear(h, self.lm_head)
 
     def prefill(
         self, tokens: Tensor, lengths: Tensor, slots: Tensor, cache: Any, fused: bool | None = None

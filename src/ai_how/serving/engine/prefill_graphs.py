@@ -13,6 +13,8 @@ padding itself is exercised everywhere.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -21,7 +23,7 @@ from ai_how.serving.engine.kvcache import KVCache
 from ai_how.serving.engine.model import Decoder
 
 WIDTHS = (32, 64, 128, 256, 512)
-MAX_GRAPH_TOKENS = 16384
+MAX_GRAPH_TOKENS = 8192  # past this a prefill is compute-bound: eager costs the same
 
 Bucket = tuple[int, int]  # (batch rows, prompt width)
 
@@ -70,23 +72,21 @@ class PrefillGraphs:
         return self.decoder.prefill(data[:, :width], data[:, width], data[:, width + 1], self.cache)
 
     def capture(self) -> None:
-        """One eager run per bucket (Triton compiles, cuBLAS picks), then the graphs, largest first,
-        sharing one memory pool."""
+        """One eager run of each width's largest bucket (Triton compiles, cuBLAS picks), then the
+        graphs, largest first, in one memory pool."""
+        from ai_how.serving.engine.graphs import capture_all
+
+        widest = {width: rows for rows, width in self.buckets}  # the last is the largest
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream), torch.inference_mode():
-            for bucket in self.buckets:
-                self._forward(bucket, self.inputs[bucket])
+            for width, rows in widest.items():
+                self._forward((rows, width), self.inputs[(rows, width)])
         torch.cuda.current_stream().wait_stream(stream)
-        torch.cuda.synchronize()
-        pool = None
-        for bucket in sorted(self.buckets, key=lambda b: b[0] * b[1], reverse=True):
-            graph = torch.cuda.CUDAGraph()
-            with torch.inference_mode(), torch.cuda.graph(graph, pool=pool):
-                logits = self._forward(bucket, self.inputs[bucket])
-            pool = graph.pool()
+        order = sorted(self.buckets, key=lambda b: b[0] * b[1], reverse=True)
+        captured = capture_all([functools.partial(self._forward, b, self.inputs[b]) for b in order])
+        for bucket, (graph, logits) in zip(order, captured, strict=True):
             self.graphs[bucket], self.logits[bucket] = graph, logits
-        torch.cuda.synchronize()
 
     def run(self, prompts: np.ndarray, lengths: np.ndarray, slots: np.ndarray) -> Tensor | None:
         """Logits [rows, V] of each prompt's last token (a view valid until the next run), or None

@@ -40,13 +40,14 @@ class RowSampler:
 
 
 def sample(logits: Tensor, rows: list[RowSampler], greedy_tokens: Tensor | None = None) -> Tensor:
-    """Tokens [B] for logits [B, V] (float32). ``greedy_tokens`` = argmax already computed (graph)."""
+    """Tokens [B] for logits [B, V] (any float dtype; sampled in float32). ``greedy_tokens`` = argmax
+    already computed (graph)."""
     greedy = greedy_tokens if greedy_tokens is not None else logits.argmax(-1)
     if all(r.params.greedy for r in rows):
         return greedy
     device = logits.device
     temps = torch.tensor([max(r.params.temperature, 1e-5) for r in rows], device=device)
-    probs = torch.softmax(logits / temps[:, None], dim=-1)
+    probs = torch.softmax(logits.float() / temps[:, None], dim=-1)
     top_ps = [r.params.top_p for r in rows]
     if min(top_ps) < 1.0:  # decided on the host: a device check would wait for the whole stream
         top_p = torch.tensor(top_ps, device=device)
