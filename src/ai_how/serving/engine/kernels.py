@@ -67,32 +67,39 @@ def _kernels() -> Any:
         HQ: tl.constexpr,
         HKV: tl.constexpr,
         HALF: tl.constexpr,
+        HEADS_PAD: tl.constexpr,
     ):
+        # One program per row, every head of it as one [HEADS_PAD, HALF] tile: one program per
+        # (row, head) meant 15 one-warp programs per token, ~11 us per layer at 1,024 rows on an
+        # H100 (as long as the step's largest matmul).
         b = tl.program_id(0).to(tl.int64)
-        h = tl.program_id(1)
         pos = tl.load(POS + b).to(tl.int64)
         row = tl.load(SLOTS + b).to(tl.int64) + pos
-        d = tl.arange(0, HALF)
+        h = tl.arange(0, HEADS_PAD)[:, None]
+        d = tl.arange(0, HALF)[None, :]
+        real = h < HQ + 2 * HKV
         src = QKV + b * stride_qkv + h * (2 * HALF)
-        x1 = tl.load(src + d)
-        x2 = tl.load(src + HALF + d)
-        if h < HQ + HKV:
-            c1 = tl.load(COS + pos * (2 * HALF) + d).to(tl.float32)
-            c2 = tl.load(COS + pos * (2 * HALF) + HALF + d).to(tl.float32)
-            s1 = tl.load(SIN + pos * (2 * HALF) + d).to(tl.float32)
-            s2 = tl.load(SIN + pos * (2 * HALF) + HALF + d).to(tl.float32)
-            o1 = x1.to(tl.float32) * c1 - x2.to(tl.float32) * s1
-            o2 = x2.to(tl.float32) * c2 + x1.to(tl.float32) * s2
-            if h < HQ:
-                dst = Q_OUT + (b * HQ + h) * (2 * HALF)
-            else:
-                dst = K_CACHE + (row * HKV + (h - HQ)) * (2 * HALF)
-            tl.store(dst + d, o1.to(x1.dtype))
-            tl.store(dst + HALF + d, o2.to(x1.dtype))
-        else:
-            dst = V_CACHE + (row * HKV + (h - HQ - HKV)) * (2 * HALF)
-            tl.store(dst + d, x1)
-            tl.store(dst + HALF + d, x2)
+        x1 = tl.load(src + d, mask=real, other=0.0)
+        x2 = tl.load(src + HALF + d, mask=real, other=0.0)
+        c1 = tl.load(COS + pos * (2 * HALF) + d).to(tl.float32)
+        c2 = tl.load(COS + pos * (2 * HALF) + HALF + d).to(tl.float32)
+        s1 = tl.load(SIN + pos * (2 * HALF) + d).to(tl.float32)
+        s2 = tl.load(SIN + pos * (2 * HALF) + HALF + d).to(tl.float32)
+        is_v = h >= HQ + HKV  # values are stored as they are; queries and keys rotated
+        o1 = tl.where(is_v, x1.to(tl.float32), x1.to(tl.float32) * c1 - x2.to(tl.float32) * s1).to(x1.dtype)
+        o2 = tl.where(is_v, x2.to(tl.float32), x2.to(tl.float32) * c2 + x1.to(tl.float32) * s2).to(x1.dtype)
+        is_q = h < HQ
+        is_k = (h >= HQ) & (h < HQ + HKV)
+        is_v = is_v & real
+        q_dst = Q_OUT + (b * HQ + h) * (2 * HALF)
+        k_dst = K_CACHE + (row * HKV + (h - HQ)) * (2 * HALF)
+        v_dst = V_CACHE + (row * HKV + (h - HQ - HKV)) * (2 * HALF)
+        tl.store(q_dst + d, o1, mask=is_q)
+        tl.store(q_dst + HALF + d, o2, mask=is_q)
+        tl.store(k_dst + d, o1, mask=is_k)
+        tl.store(k_dst + HALF + d, o2, mask=is_k)
+        tl.store(v_dst + d, o1, mask=is_v)
+        tl.store(v_dst + HALF + d, o2, mask=is_v)
 
     @triton.jit  # type: ignore[misc]
     def silu_mul(GU, OUT, inner, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
@@ -144,7 +151,7 @@ def rope_store(
     head_dim = keys.shape[-1]
     q = torch.empty(batch, heads, head_dim, device=qkv.device, dtype=qkv.dtype)
     kernel = _kernels()[1]
-    kernel[(batch, heads + 2 * kv_heads)](
+    kernel[(batch,)](
         qkv,
         cos,
         sin,
@@ -157,7 +164,8 @@ def rope_store(
         HQ=heads,
         HKV=kv_heads,
         HALF=head_dim // 2,
-        num_warps=1,
+        HEADS_PAD=_block(heads + 2 * kv_heads),
+        num_warps=4,
     )
     return q
 
