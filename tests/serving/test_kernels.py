@@ -68,7 +68,7 @@ def test_triton_kernels_match_pytorch_in_the_interpreter() -> None:
     env = dict(os.environ, TRITON_INTERPRET="1")
     env["PYTHONPATH"] = os.pathsep.join([str(INTERPRETER), env.get("PYTHONPATH", "")])
     done = subprocess.run(
-        [sys.executable, "-c", CHECKS], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", CHECKS], check=False, env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "kernels ok" in done.stdout
