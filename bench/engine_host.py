@@ -54,7 +54,7 @@ def main() -> None:
 
     from ai_how.serving.engine.core import Engine
     from ai_how.serving.engine.frontend import AsyncLLM
-    from ai_how.serving.engine.sampling import SamplingParams
+    from ai_how.serving.engine.protocol import SamplingParams
 
     vocab = {f"t{i}": i for i in range(64)}
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="t0")))

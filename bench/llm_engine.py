@@ -204,7 +204,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def offline(llm: Any, prompts: list[list[int]], output: int) -> dict[str, Any]:
-    from ai_how.serving.engine.sampling import SamplingParams
+    from ai_how.serving.engine.protocol import SamplingParams
 
     params = SamplingParams(max_tokens=output, ignore_eos=True)
     start = time.perf_counter()
@@ -223,11 +223,11 @@ async def offline(llm: Any, prompts: list[list[int]], output: int) -> dict[str, 
 async def open_loop(
     llm: Any, rate: float, duration: float, input_len: int, output: int, vocab: int
 ) -> dict[str, Any]:
-    from ai_how.serving.engine.sampling import SamplingParams
+    from ai_how.serving.engine.protocol import SamplingParams
 
     rng = random.Random(1)
     params = SamplingParams(max_tokens=output, ignore_eos=True)
-    from ai_how.serving.engine.core import EngineFull
+    from ai_how.serving.engine.protocol import EngineFull
 
     latencies: list[float] = []
     ttfts: list[float] = []

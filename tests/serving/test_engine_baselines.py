@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 
-from ai_how.serving.engine.core import EngineFull
 from ai_how.serving.engine.frontend import AsyncLLM, Chunk
 from ai_how.serving.engine.loader import load_llm
-from ai_how.serving.engine.sampling import SamplingParams
+from ai_how.serving.engine.protocol import EngineFull, SamplingParams
 from tests.serving.llm_fixtures import tiny_llama
 
 ENGINES = ["ours", "naive", "transformers"]

@@ -159,7 +159,7 @@ def test_http_workers_share_one_engine(tmp_path: Path) -> None:
 
         # a worker that goes away mid-request: the engine aborts its requests (slots freed at once)
         from ai_how.serving.engine.process import EngineProcess, EngineSpec
-        from ai_how.serving.engine.sampling import SamplingParams
+        from ai_how.serving.engine.protocol import SamplingParams
 
         spec = EngineSpec(engines_dir, "cpu", "auto", 8, set(), key=bytes.fromhex(key))
         attached = EngineProcess(spec, lambda updates: None, 4, attach=str(engines_dir / "tiny.sock"))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +13,8 @@ from typing import Any
 import pytest
 import torch
 
-from ai_how.serving.engine.core import EngineFull
 from ai_how.serving.engine.loader import load_llm
-from ai_how.serving.engine.sampling import SamplingParams
+from ai_how.serving.engine.protocol import EngineFull, SamplingParams
 from tests.serving.llm_fixtures import tiny_llama
 
 
@@ -153,7 +154,7 @@ def test_the_engine_in_its_own_process_gives_the_same_tokens(model_dir: Path, ll
 
 
 def test_a_dead_engine_process_fails_in_flight_requests_and_refuses_new_ones(model_dir: Path) -> None:
-    from ai_how.serving.engine.core import EngineGone
+    from ai_how.serving.engine.protocol import EngineGone
 
     remote = load_llm(model_dir, "tiny", device="cpu", max_batch=2, process="yes")
     remote.engine.warm_up()
@@ -195,7 +196,7 @@ def test_the_kv_cache_plan_fits_the_memory_budget() -> None:
 def test_a_failed_step_answers_everyone_and_the_engine_keeps_serving(model_dir: Path) -> None:
     """A step that raises (say, out of memory in a prefill): every request held gets a final
     'error', slots and lanes come back, and the next request is served normally."""
-    from ai_how.serving.engine.core import EngineGone
+    from ai_how.serving.engine.protocol import EngineGone
 
     llm = load_llm(model_dir, "tiny", device="cpu", max_batch=4)
     llm.engine.warm_up()
@@ -227,6 +228,9 @@ def test_a_failed_step_answers_everyone_and_the_engine_keeps_serving(model_dir: 
         told: list[str] = []
         engine.on_fatal = told.append
         assert [a.finish for a in run(batch())] == ["error"] * 3
+        deadline = time.monotonic() + 5  # told right after the answers went out
+        while not told and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert told and "device-side assert" in told[0]
         with pytest.raises(EngineGone):
             engine.submit([1, 2], SamplingParams(max_tokens=2))
@@ -297,3 +301,54 @@ def test_prompts_padded_to_prefill_buckets_give_the_same_tokens(model_dir: Path)
             assert answer.token_ids == reference(model_dir, prompt, n)
     finally:
         llm.stop()
+
+
+def test_graphs_are_captured_from_the_loop_while_it_serves(model_dir: Path, llm: Any) -> None:
+    """A GPU engine process answers before its graphs exist and captures one per loop iteration:
+    pending captures all run, while requests are answered and while nothing is asked (an idle loop
+    must not sleep on its inbox with captures left)."""
+    remote = load_llm(model_dir, "tiny", device="cpu", max_batch=4)
+    remote.engine.warm_up()
+    done: list[int] = []
+    remote.engine._captures.extend(functools.partial(done.append, i) for i in range(40))
+    remote.start()
+    try:
+        prompts = [[5, 6, 7], [9, 10, 11, 12, 13]]
+        params = SamplingParams(max_tokens=9, ignore_eos=True)
+
+        async def both() -> tuple[list[Any], list[Any]]:
+            return (
+                await asyncio.gather(*(remote.complete(p, params) for p in prompts)),
+                await asyncio.gather(*(llm.complete(p, params) for p in prompts)),
+            )
+
+        during, reference_answers = run(both())
+        assert [a.token_ids for a in during] == [a.token_ids for a in reference_answers]
+        deadline = time.monotonic() + 5
+        while len(done) < 40 and time.monotonic() < deadline:  # the rest while idle, not 0.5 s apart
+            time.sleep(0.01)
+        assert done == list(range(40))
+    finally:
+        remote.stop()
+
+
+def test_an_http_process_of_an_engine_process_imports_neither_torch_nor_transformers(model_dir: Path) -> None:
+    """With the engine in its own process (the GPU default), the HTTP side holds only the tokenizer:
+    torch and transformers stay out of it (seconds of cold start, hundreds of MB per HTTP process)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import asyncio, sys\n"
+        "from ai_how.serving.engine.loader import load_llm\n"
+        "from ai_how.serving.engine.protocol import SamplingParams\n"
+        f"llm = load_llm({str(model_dir)!r}, 'tiny', device='cpu', process='yes')\n"
+        "llm.engine.warm_up(); llm.start()\n"
+        "answer = asyncio.run(llm.complete([5, 6, 7], SamplingParams(max_tokens=3, ignore_eos=True)))\n"
+        "llm.stop()\n"
+        "print(len(answer.token_ids), 'torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert out.stdout.strip().splitlines()[-1] == "3 False False"

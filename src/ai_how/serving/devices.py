@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from ai_how.errors import AiHowError
 
@@ -14,6 +15,16 @@ def check_device(device: str) -> None:
     """Refuse a device name no machine has (before anything loads)."""
     if not _DEVICE.fullmatch(device):
         raise AiHowError(f"unknown device {device!r}", fix=f"use {DEVICES}")
+
+
+def gpu_expected(device: str) -> bool:
+    """Whether ``device`` will be a GPU, judged without importing torch (seconds of a server's
+    start): 'cuda[:N]' is; 'auto' is when the NVIDIA driver is loaded (its /proc entry or device nodes)."""
+    if device == "cpu":
+        return False
+    if device != "auto":
+        return True
+    return Path("/proc/driver/nvidia/version").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
 
 
 def resolve_device(device: str) -> str:

@@ -81,7 +81,7 @@ def health_routes(models: dict[str, Any]) -> dict[str, Route]:
 def refusal(exc: Exception) -> tuple[int, dict[str, str], dict[str, str]]:
     """KServe-style answer to an engine that refuses: (status, body, headers). A full queue is a 429
     with Retry-After; an engine that has stopped is a 503. One place for the V1 fast path and the app."""
-    from ai_how.serving.engine.core import EngineFull
+    from ai_how.serving.engine.protocol import EngineFull
 
     if isinstance(exc, EngineFull):
         return 429, {"error": f"the server is at capacity ({exc}); retry after 1 s"}, {"Retry-After": "1"}
@@ -96,7 +96,7 @@ def v1_routes(models: dict[str, Any], versions: dict[str, str]) -> dict[str, Rou
     from kserve.errors import InferenceError, InvalidInput
     from kserve.metrics import PREDICT_HIST_TIME
 
-    from ai_how.serving.engine.core import EngineFull, EngineGone
+    from ai_how.serving.engine.protocol import EngineFull, EngineGone
     from ai_how.serving.headers import NAME_HEADER, VERSION_HEADER
 
     def route_for(name: str, model: Any) -> Route:

@@ -32,8 +32,7 @@ from fastapi.responses import Response, StreamingResponse
 from kserve.errors import InvalidInput
 from kserve.metrics import PREDICT_HIST_TIME
 
-from ai_how.serving.engine.core import EngineFull, EngineGone
-from ai_how.serving.engine.sampling import SamplingParams
+from ai_how.serving.engine.protocol import EngineFull, EngineGone, SamplingParams
 from ai_how.serving.headers import NAME_HEADER, VERSION_HEADER
 from ai_how.serving.runtimes import LLMModel
 

@@ -166,7 +166,7 @@ class LLMModel(Model):
         return answer
 
     async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
-        from ai_how.serving.engine.sampling import SamplingParams
+        from ai_how.serving.engine.protocol import SamplingParams
 
         if isinstance(payload, InferRequest):
             if not payload.inputs:

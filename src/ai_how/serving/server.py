@@ -191,7 +191,7 @@ def add_overload_answer(app: Any) -> None:
     that has stopped answers 503."""
     from fastapi.responses import JSONResponse
 
-    from ai_how.serving.engine.core import EngineFull, EngineGone
+    from ai_how.serving.engine.protocol import EngineFull, EngineGone
     from ai_how.serving.fastpath import refusal
 
     async def refused(request: Any, exc: Exception) -> Any:
@@ -246,9 +246,11 @@ def limit_cpu_threads(device: str) -> None:
     wait, and on 2 cores they took the event loop's core (digits V1: 184 -> 297 req/s with 1 thread)."""
     import os
 
-    import torch
+    from ai_how.serving.devices import gpu_expected
 
-    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+    if not gpu_expected(device):  # torch is imported only then: an LLM's HTTP processes never need it
+        import torch
+
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
 
 
@@ -371,7 +373,9 @@ def wants_engine_process(args: argparse.Namespace) -> bool:
         return False
     if args.engine_process == "yes":
         return True
-    return args.device != "cpu" and Path("/dev/nvidiactl").exists()
+    from ai_how.serving.devices import gpu_expected
+
+    return gpu_expected(args.device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -431,11 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         load_phases = getattr(model, "phases", {})
         phases["load_s"] += load_phases.get("load_s", time.monotonic() - started)
         phases["warmup_s"] += load_phases.get("warmup_s", 0.0)
-        for extra in (
-            "engine_spawn_s",
-            "engine_import_s",
-            "prefill_capture_s",
-        ):  # the engine process's own start
+        for extra in ("engine_spawn_s", "engine_import_s"):  # the engine process's own start
             if extra in load_phases:
                 phases[extra] = phases.get(extra, 0.0) + load_phases[extra]
         models.append(model)

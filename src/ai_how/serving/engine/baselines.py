@@ -28,9 +28,8 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from ai_how.serving.engine.core import EngineFull, EngineStats, Update, check_request
 from ai_how.serving.engine.kvcache import plan_buckets
-from ai_how.serving.engine.sampling import SamplingParams
+from ai_how.serving.engine.protocol import EngineFull, EngineStats, SamplingParams, Update, check_request
 
 Emit = Callable[[list[Update]], None]
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:  # torch only where tensors are made: the HTTP processes read configs and EOS ids here
+    from torch import Tensor
 
 # Rotary types whose tables change with the sequence at run time: one table cannot serve them.
 RUNTIME_ROPE = ("dynamic", "longrope")
@@ -47,6 +47,8 @@ def read_config(model_dir: Path) -> dict[str, Any]:
 
 def read_weights(model_dir: Path) -> dict[str, Tensor]:
     """Every tensor of the checkpoint's ``*.safetensors`` shards (else ``pytorch_model*.bin``)."""
+    import torch
+
     model_dir = Path(model_dir)
     shards = sorted(model_dir.glob("*.safetensors"))
     weights: dict[str, Tensor] = {}
@@ -84,6 +86,8 @@ def rotary_tables(
     model_dir: Path, config: dict[str, Any], head_dim: int, positions: int
 ) -> tuple[Tensor, Tensor]:
     """cos, sin [positions, head_dim] in float32, as HF's rotary module computes them."""
+    import torch
+
     params = rope_parameters(config)
     kind = params["rope_type"]
     if float(config.get("partial_rotary_factor", params.get("partial_rotary_factor", 1.0))) != 1.0:

@@ -28,7 +28,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,16 +36,15 @@ import torch
 
 from ai_how.serving.engine.kvcache import KVCache, Slot, plan_buckets
 from ai_how.serving.engine.model import Decoder
-from ai_how.serving.engine.sampling import RowSampler, SamplingParams, row_sampler, sample
-
-
-@dataclass(slots=True)
-class Update:
-    """New tokens of one request since the last update; ``finish`` set on its last update."""
-
-    request_id: int
-    tokens: list[int]
-    finish: str | None = None  # "stop" | "length" | "abort" | "error"
+from ai_how.serving.engine.protocol import (
+    EngineFull,
+    EngineGone,
+    EngineStats,
+    SamplingParams,
+    Update,
+    check_request,
+)
+from ai_how.serving.engine.sampling import RowSampler, row_sampler, sample
 
 
 @dataclass(eq=False)
@@ -72,20 +71,6 @@ class Launched:
     ready: Any  # a CUDA event (None on CPU: the copy is synchronous)
 
 
-@dataclass
-class EngineStats:
-    """What /metrics reports; read without a lock (single writer, torn reads are harmless)."""
-
-    running: int = 0
-    waiting: int = 0
-    kv_usage: float = 0.0
-    steps: int = 0
-    prefills: int = 0
-    generated_tokens: int = 0
-    prompt_tokens: int = 0
-    batch_histogram: collections.Counter[int] = field(default_factory=collections.Counter)
-
-
 def kv_cache_tokens(shape: Any, decoder: Decoder, budget: int | None) -> int:
     """Tokens the KV cache may hold: ``budget`` bytes, or by default half the GPU memory still free
     after the weights (2 GiB on the CPU)."""
@@ -103,25 +88,6 @@ def kv_cache_tokens(shape: Any, decoder: Decoder, budget: int | None) -> int:
 def _host_buffer(size: int, pin: bool) -> torch.Tensor:
     buffer = torch.zeros(size, dtype=torch.long)
     return buffer.pin_memory() if pin else buffer
-
-
-class EngineFull(Exception):
-    """The admission queue is full: the caller answers 429 with Retry-After."""
-
-
-class EngineGone(Exception):
-    """The engine (process) has stopped: the caller answers 503; the model reports not ready."""
-
-
-def check_request(prompt: list[int], params: SamplingParams, context_limit: int) -> None:
-    """The limits every engine enforces before a request is queued, with one set of messages."""
-    if not prompt:
-        raise ValueError("the prompt is empty")
-    if len(prompt) + params.max_tokens > context_limit:
-        raise ValueError(
-            f"prompt ({len(prompt)} tokens) + max_tokens ({params.max_tokens}) exceed the context of "
-            f"{context_limit} tokens"
-        )
 
 
 class _Lanes:
@@ -211,6 +177,8 @@ class Engine:
         self.graphs: Any = None
         self.prefill_graphs: Any = None
         self.prefill_capture_s = 0.0
+        self._captures: collections.deque[Callable[[], None]] = collections.deque()
+        self._captures_begun: float | None = None
         if use_graphs is None:
             use_graphs = device.type == "cuda"
         if use_graphs:
@@ -230,19 +198,38 @@ class Engine:
     def context_limit(self) -> int:
         return min(self.decoder.shape.max_positions, self.cache.largest)
 
-    def warm_up(self) -> None:
-        """Capture the decode and prefill graphs (or run one eager step on CPU) before serving."""
-        if self.graphs is not None:
+    def warm_up(self, background: bool = False) -> None:
+        """Before serving: capture the decode and prefill graphs (or run one eager step on CPU).
+        ``background``: only compile the kernels now and capture the graphs from the loop, one per
+        iteration, while serving (cold start: the engine process is ready seconds sooner)."""
+        if self.graphs is None:
+            with torch.inference_mode():
+                one = torch.zeros(1, dtype=torch.long, device=self.decoder.device)
+                slot = torch.full_like(one, self.cache.scratch.start)
+                self.decoder.decode(one, one, slot, self.cache)
+            return
+        if not background:
             self.graphs.capture()
             if self.prefill_graphs is not None:
                 begun = time.monotonic()
                 self.prefill_graphs.capture()
                 self.prefill_capture_s = time.monotonic() - begun
-        else:
-            with torch.inference_mode():
-                one = torch.zeros(1, dtype=torch.long, device=self.decoder.device)
-                slot = torch.full_like(one, self.cache.scratch.start)
-                self.decoder.decode(one, one, slot, self.cache)
+            return
+        self.graphs.warm()
+        jobs = self.graphs.jobs()
+        if self.prefill_graphs is not None:
+            self.prefill_graphs.warm()
+            jobs += self.prefill_graphs.jobs()
+        self._captures = collections.deque(jobs)
+
+    def _capture_next(self) -> None:
+        """One pending graph (a few ms of recording); says when the last is done."""
+        if self._captures_begun is None:
+            self._captures_begun = time.monotonic()
+        self._captures.popleft()()
+        if not self._captures:
+            took = time.monotonic() - self._captures_begun
+            print(f"engine: graphs captured while serving in {took:.2f} s", file=sys.stderr, flush=True)
 
     def start(self) -> None:
         # The loop and the event loop share the GIL: hand it over every 0.5 ms (default 5 ms), so a
@@ -288,7 +275,7 @@ class Engine:
             while not self._stop.is_set():
                 try:
                     idle = not len(self._running) and not self._waiting and not self._inflight
-                    self._drain(block=idle)
+                    self._drain(block=idle and not self._captures)
                     launched = self._admit()
                     if len(self._running):
                         launched.append(self._launch_decode())
@@ -302,15 +289,22 @@ class Engine:
                     if updates:
                         self.emit(updates)
                     self._publish_stats()
+                    if self._captures:
+                        self._capture_next()
                 except Exception as exc:  # a step failed: fail every request, keep serving
+                    traceback.print_exc()
                     fatal = _fatal(exc)
+                    if fatal:  # the device is unusable (a sticky CUDA error): refuse new work first,
+                        self.broken = f"the engine failed: {exc}"  # so none arrives after the last answer
                     try:
-                        self._fail_all(exc)
+                        self._fail_all()
+                        if fatal:  # and answer what was submitted while the first answers went out
+                            self._drain(block=False)
+                            self._fail_all()
                     except Exception:  # emitting failed too: nothing left to tell anyone
                         traceback.print_exc()
-                    if fatal:  # the device is unusable (a sticky CUDA error): stop taking work
-                        self.broken = f"the engine failed: {exc}"
-                        if self.on_fatal is not None:
+                    if fatal:
+                        if self.on_fatal is not None and self.broken is not None:
                             self.on_fatal(self.broken)
                         return
 
@@ -553,10 +547,9 @@ class Engine:
         self.stats.waiting = len(self._waiting) + self._inbox.qsize()
         self.stats.kv_usage = self.cache.usage()
 
-    def _fail_all(self, exc: Exception) -> None:
+    def _fail_all(self) -> None:
         """Every request the engine holds gets its final update: those whose results were already
         read first, then an error for everyone else (waiting, running, in flight, mid-prefill)."""
-        traceback.print_exc()
         updates, self._updates = self._updates, []
         finished = {u.request_id for u in updates if u.finish is not None}
         updates += [Update(seq.id, [], "error") for seq in self._live.values() if seq.id not in finished]

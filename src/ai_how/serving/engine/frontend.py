@@ -17,8 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ai_how.serving.engine.core import EngineFull, EngineStats, Update
-from ai_how.serving.engine.sampling import SamplingParams
+from ai_how.serving.engine.protocol import EngineFull, EngineStats, SamplingParams, Update
 
 __all__ = ["AsyncLLM", "Chunk", "EngineFull", "TokenEngine"]
 

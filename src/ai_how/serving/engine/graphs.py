@@ -26,28 +26,32 @@ LINEAR_FROM, LINEAR_STEP = 256, 128
 T = TypeVar("T")
 
 
-def capture_all(runs: list[Callable[[], T]]) -> list[tuple[torch.cuda.CUDAGraph, T]]:
-    """Each ``run`` captured as a graph (pass them largest first), all sharing one memory pool.
+class Captures:
+    """CUDA graphs captured one at a time into one memory pool, without a device sync.
 
     ``torch.cuda.graph`` synchronises the device and empties the allocator's cache around every
-    capture; with dozens of graphs that was most of the start-up time (4.6 s for the prefill graphs
-    on an H100). Here the device is synchronised once before and once after."""
-    torch.cuda.synchronize()
-    stream = torch.cuda.Stream()
-    captured: list[tuple[torch.cuda.CUDAGraph, T]] = []
-    pool: Any = None
-    with torch.cuda.stream(stream), torch.inference_mode():
-        for run in runs:
-            graph = torch.cuda.CUDAGraph()
-            graph.capture_begin(pool=pool)
+    capture: with dozens of graphs that was most of the start-up time (4.6 s for the prefill graphs
+    on an H100). Captured here, they cost what recording their kernels costs, so the engine can
+    capture them while it serves (one per loop iteration, ``Engine.warm_up(background=True)``): a
+    batch whose graph is not captured yet runs eagerly meanwhile. Capture errors are thread-local:
+    the engine process's other threads (commands, stats) are never caught by a capture."""
+
+    def __init__(self) -> None:
+        self.pool: Any = None
+        self.stream: torch.cuda.Stream | None = None
+
+    def capture(self, run: Callable[[], T]) -> tuple[torch.cuda.CUDAGraph, T]:
+        if self.stream is None:
+            self.stream = torch.cuda.Stream()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.stream(self.stream), torch.inference_mode():
+            graph.capture_begin(pool=self.pool, capture_error_mode="thread_local")
             try:
                 out = run()
             finally:
                 graph.capture_end()
-            pool = graph.pool()
-            captured.append((graph, out))
-    torch.cuda.synchronize()
-    return captured
+        self.pool = graph.pool()
+        return graph, out
 
 
 def bucket_sizes(max_batch: int) -> list[int]:
@@ -78,18 +82,31 @@ class DecodeGraphs:
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.logits: dict[int, Tensor] = {}
         self.greedy: dict[int, Tensor] = {}
+        self._captures = Captures()
 
-    def capture(self) -> None:
+    def warm(self) -> None:
+        """Two eager steps at the largest size: Triton compiles, cuBLAS picks its algorithms."""
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(2):  # compile Triton kernels and let cuBLAS pick its algorithms
+            for _ in range(2):
                 self._step(self.sizes[-1])
         torch.cuda.current_stream().wait_stream(stream)
-        sizes = list(reversed(self.sizes))
-        captured = capture_all([functools.partial(self._step_and_argmax, n) for n in sizes])
-        for n, (graph, (logits, greedy)) in zip(sizes, captured, strict=True):
-            self.graphs[n], self.logits[n], self.greedy[n] = graph, logits, greedy
+
+    def jobs(self) -> list[Callable[[], None]]:
+        """One capture per batch size, smallest first (what the first requests need)."""
+        return [functools.partial(self._capture, n) for n in self.sizes]
+
+    def _capture(self, n: int) -> None:
+        graph, (logits, greedy) = self._captures.capture(functools.partial(self._step_and_argmax, n))
+        self.graphs[n], self.logits[n], self.greedy[n] = graph, logits, greedy
+
+    def capture(self) -> None:
+        """Every size now, largest first (the smaller ones then fit in the pool it left)."""
+        self.warm()
+        for job in reversed(self.jobs()):
+            job()
+        torch.cuda.synchronize()
 
     def _step_and_argmax(self, n: int) -> tuple[Tensor, Tensor]:
         logits = self._step(n)
@@ -115,5 +132,9 @@ class DecodeGraphs:
             self.lanes[n:size].fill_(self.scratch_lane)
             self.positions[n:size].zero_()
             self.slots[n:size].fill_(self.cache.scratch.start)
-        self.graphs[size].replay()
+        graph = self.graphs.get(size)
+        if graph is None:  # not captured yet (the engine captures while it serves): the same step, eagerly
+            logits = self._step(size)
+            return logits[:n], logits.argmax(-1)[:n]
+        graph.replay()
         return self.logits[size][:n], self.greedy[size][:n]

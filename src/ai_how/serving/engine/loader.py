@@ -25,6 +25,19 @@ def resolve(device: str, dtype: str) -> tuple[Any, Any]:
     return target, default_dtype(target) if dtype == "auto" else getattr(torch, dtype)
 
 
+def load_any_tokenizer(model_dir: Path) -> Any:
+    """The model's tokenizer without transformers (``tokenizer.py``), or transformers' own for a
+    checkpoint that ships no ``tokenizer.json``."""
+    from ai_how.serving.engine.tokenizer import TokenizerUnavailable, load_tokenizer
+
+    try:
+        return load_tokenizer(model_dir)
+    except TokenizerUnavailable:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(model_dir)
+
+
 def load_hf_model(model_dir: Path, torch_dtype: Any) -> Any:
     """The HF model in eval mode, on the CPU (the baselines run transformers' own forward)."""
     from transformers import AutoModelForCausalLM
@@ -48,10 +61,12 @@ def load_llm(
     share: Any = None,
 ) -> Any:
     """Load weights and tokenizer, build the engine; the caller warms it up and starts it.
-    ``share`` (an ``EngineShare``): our engine's process serves several HTTP processes."""
-    import torch
-    from transformers import AutoTokenizer
+    ``share`` (an ``EngineShare``): our engine's process serves several HTTP processes.
 
+    With our engine in its own process (the GPU default) nothing here imports torch or transformers:
+    the child loads the weights, and the HTTP process needs only the tokenizer (seconds of cold
+    start and hundreds of MB per HTTP process)."""
+    from ai_how.serving.devices import gpu_expected
     from ai_how.serving.engine import checkpoint
     from ai_how.serving.engine.frontend import AsyncLLM
 
@@ -59,22 +74,17 @@ def load_llm(
         raise ValueError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
     if process not in ("auto", "yes", "no"):
         raise ValueError(f"engine process {process!r}: use auto, yes or no")
-    target, torch_dtype = resolve(device, dtype)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_any_tokenizer(Path(model_dir))
     eos = checkpoint.eos_ids(model_dir, tokenizer.eos_token_id)
-    batch = max_batch or (512 if target.type == "cuda" else 32)
-    # A bounded queue: about four batches' worth of waiting, then 429 (an unbounded one only turns
-    # overload into minutes of latency).
-    waiting = max_waiting if max_waiting is not None else 4 * batch
     factory: Callable[[Any], Any]
-    if engine == "ours" and (process == "yes" or (process == "auto" and target.type == "cuda")):
+    if engine == "ours" and (process == "yes" or (process == "auto" and gpu_expected(device))):
         from ai_how.serving.engine.process import EngineProcess, EngineSpec
 
+        batch = max_batch or (512 if gpu_expected(device) else 32)
+        waiting = max_waiting if max_waiting is not None else 4 * batch
         listen = share.address if share is not None and not share.attach else None
         key = share.key if share is not None else b""
-        spec = EngineSpec(
-            Path(model_dir), device, dtype, batch, eos, listen, key
-        )  # the child loads the weights
+        spec = EngineSpec(Path(model_dir), device, dtype, batch, eos, listen, key)  # the child loads weights
         attach = share.address if share is not None and share.attach else None
         # The admission bound is the engine's: each of the HTTP processes sharing it takes its part.
         capacity = -(-(batch + waiting) // (share.processes if share is not None else 1))
@@ -82,26 +92,35 @@ def load_llm(
         def factory(emit: Any) -> Any:
             return EngineProcess(spec, emit, capacity, attach)
 
-    elif engine == "ours":
-        from ai_how.serving.engine.core import Engine
-        from ai_how.serving.engine.model import Decoder
-
-        decoder = Decoder.load(Path(model_dir), target, torch_dtype)
-
-        def factory(emit: Any) -> Any:
-            return Engine(decoder, eos, emit, max_batch=batch, max_waiting=waiting)
-
-    else:
-        from ai_how.serving.engine import baselines
-
-        lm = load_hf_model(model_dir, torch_dtype).to(target)
-        cls = baselines.NaiveEngine if engine == "naive" else baselines.TransformersEngine
-
-        def factory(emit: Any) -> Any:
-            return cls(lm, eos, emit, max_batch=batch, max_waiting=waiting)
-
-    with torch.inference_mode():
         llm = AsyncLLM(factory, tokenizer, name, metrics, stream_interval=stream_interval)
+    else:
+        import torch
+
+        target, torch_dtype = resolve(device, dtype)
+        batch = max_batch or (512 if target.type == "cuda" else 32)
+        # A bounded queue: about four batches' worth of waiting, then 429 (an unbounded one only
+        # turns overload into minutes of latency).
+        waiting = max_waiting if max_waiting is not None else 4 * batch
+        if engine == "ours":
+            from ai_how.serving.engine.core import Engine
+            from ai_how.serving.engine.model import Decoder
+
+            decoder = Decoder.load(Path(model_dir), target, torch_dtype)
+
+            def factory(emit: Any) -> Any:
+                return Engine(decoder, eos, emit, max_batch=batch, max_waiting=waiting)
+
+        else:
+            from ai_how.serving.engine import baselines
+
+            lm = load_hf_model(model_dir, torch_dtype).to(target)
+            cls = baselines.NaiveEngine if engine == "naive" else baselines.TransformersEngine
+
+            def factory(emit: Any) -> Any:
+                return cls(lm, eos, emit, max_batch=batch, max_waiting=waiting)
+
+        with torch.inference_mode():
+            llm = AsyncLLM(factory, tokenizer, name, metrics, stream_interval=stream_interval)
     vocab = int(checkpoint.read_config(Path(model_dir)).get("vocab_size") or 0)
     llm.vocab_size = vocab or len(tokenizer)  # the embedding's rows: larger ids would crash the step
     return llm

@@ -14,11 +14,13 @@ padding itself is exercised everywhere.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ai_how.serving.engine.graphs import Captures
 from ai_how.serving.engine.kvcache import KVCache
 from ai_how.serving.engine.model import Decoder
 
@@ -58,6 +60,7 @@ class PrefillGraphs:
         # Per bucket one static input [rows, width + 2]: the prompts, then each row's length and slot.
         self.inputs = {b: torch.from_numpy(self._host(b)).to(decoder.device) for b in buckets}
         self.runs = 0  # prefills that went through a bucket
+        self._captures = Captures()
 
     def _host(self, bucket: Bucket) -> np.ndarray:
         """A bucket's input with every row padding: length 1 on the scratch slot."""
@@ -71,11 +74,8 @@ class PrefillGraphs:
         width = bucket[1]
         return self.decoder.prefill(data[:, :width], data[:, width], data[:, width + 1], self.cache)
 
-    def capture(self) -> None:
-        """One eager run of each width's largest bucket (Triton compiles, cuBLAS picks), then the
-        graphs, largest first, in one memory pool."""
-        from ai_how.serving.engine.graphs import capture_all
-
+    def warm(self) -> None:
+        """One eager run of each width's largest bucket: Triton compiles, cuBLAS picks."""
         widest = {width: rows for rows, width in self.buckets}  # the last is the largest
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
@@ -83,10 +83,22 @@ class PrefillGraphs:
             for width, rows in widest.items():
                 self._forward((rows, width), self.inputs[(rows, width)])
         torch.cuda.current_stream().wait_stream(stream)
-        order = sorted(self.buckets, key=lambda b: b[0] * b[1], reverse=True)
-        captured = capture_all([functools.partial(self._forward, b, self.inputs[b]) for b in order])
-        for bucket, (graph, logits) in zip(order, captured, strict=True):
-            self.graphs[bucket], self.logits[bucket] = graph, logits
+
+    def jobs(self) -> list[Callable[[], None]]:
+        """One capture per bucket, fewest tokens first."""
+        order = sorted(self.buckets, key=lambda b: (b[0] * b[1], b[1]))
+        return [functools.partial(self._capture, b) for b in order]
+
+    def _capture(self, bucket: Bucket) -> None:
+        graph, logits = self._captures.capture(functools.partial(self._forward, bucket, self.inputs[bucket]))
+        self.graphs[bucket], self.logits[bucket] = graph, logits
+
+    def capture(self) -> None:
+        """Every bucket now, largest first."""
+        self.warm()
+        for job in reversed(self.jobs()):
+            job()
+        torch.cuda.synchronize()
 
     def run(self, prompts: np.ndarray, lengths: np.ndarray, slots: np.ndarray) -> Tensor | None:
         """Logits [rows, V] of each prompt's last token (a view valid until the next run), or None
@@ -102,11 +114,11 @@ class PrefillGraphs:
         host[:rows, padded + 1] = slots
         self.runs += 1
         data = torch.from_numpy(host)
+        if self.decoder.device.type == "cuda":  # pinned (torch's caching host allocator keeps the
+            data = data.pin_memory()  # block until the copy ran): no wait on the step in flight
+        self.inputs[bucket].copy_(data, non_blocking=True)
         graph = self.graphs.get(bucket)
-        if graph is None:  # not captured: the same padded shapes, run eagerly
-            return self._forward(bucket, data.to(self.decoder.device))[:rows]
-        # Pinned (torch's caching host allocator keeps the block until the copy ran): no wait on
-        # the decode step in flight.
-        self.inputs[bucket].copy_(data.pin_memory(), non_blocking=True)
+        if graph is None:  # not captured (yet, or a CPU): the same padded shapes, eagerly
+            return self._forward(bucket, self.inputs[bucket])[:rows]
         graph.replay()
         return self.logits[bucket][:rows]

@@ -37,8 +37,14 @@ from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 from typing import Any
 
-from ai_how.serving.engine.core import EngineFull, EngineGone, EngineStats, Update, check_request
-from ai_how.serving.engine.sampling import SamplingParams
+from ai_how.serving.engine.protocol import (
+    EngineFull,
+    EngineGone,
+    EngineStats,
+    SamplingParams,
+    Update,
+    check_request,
+)
 
 READY_TIMEOUT_S = 600.0
 CLIENT_SHIFT = 40  # engine-side id = (connection index << CLIENT_SHIFT) | the connection's own id
@@ -216,13 +222,12 @@ def _child(
         # A poisoned device (sticky CUDA error): exit, so the server sees the process gone and says so.
         engine.on_fatal = lambda why: os._exit(70)
         loaded = time.monotonic()
-        engine.warm_up()
+        engine.warm_up(background=True)  # graphs captured while serving: ready seconds sooner
         phases = {
             "engine_spawn_s": begun - spawned_at,  # interpreter start until the child runs our code
             "engine_import_s": imported_s,
             "load_s": loaded - started,
             "warmup_s": time.monotonic() - loaded,
-            "prefill_capture_s": engine.prefill_capture_s,  # part of warmup_s
         }
         engine.start()
         ready = ("ready", engine.context_limit, phases)

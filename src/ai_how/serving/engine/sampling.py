@@ -12,23 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    max_tokens: int = 16
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    ignore_eos: bool = False
-    # The engine reports the first token, then every ``report_every`` tokens, then the rest at the
-    # end: 1 for a token-by-token stream; the front end sets its coalescing interval (huge for an
-    # answer read once), so the engine does not send what nobody reads yet.
-    report_every: int = 1
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0.0
+from ai_how.serving.engine.protocol import SamplingParams
 
 
 @dataclass
