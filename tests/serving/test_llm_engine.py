@@ -306,7 +306,7 @@ def test_prompts_padded_to_prefill_buckets_give_the_same_tokens(model_dir: Path)
 def test_graphs_are_captured_from_the_loop_while_it_serves(model_dir: Path, llm: Any) -> None:
     """A GPU engine process answers before its graphs exist and captures one per loop iteration:
     pending captures all run, while requests are answered and while nothing is asked (an idle loop
-    must not sleep on its inbox with captures left)."""
+    must not sleep on its inbox with captures left); a failed capture leaves it serving."""
     remote = load_llm(model_dir, "tiny", device="cpu", max_batch=4)
     remote.engine.warm_up()
     done: list[int] = []
@@ -328,6 +328,17 @@ def test_graphs_are_captured_from_the_loop_while_it_serves(model_dir: Path, llm:
         while len(done) < 40 and time.monotonic() < deadline:  # the rest while idle, not 0.5 s apart
             time.sleep(0.01)
         assert done == list(range(40))
+
+        def broken_capture() -> None:
+            raise RuntimeError("capture failed (simulated)")
+
+        remote.engine._captures.extend([broken_capture, functools.partial(done.append, 40)])
+        deadline = time.monotonic() + 5
+        while remote.engine._captures and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not remote.engine._captures and done[-1] == 39  # the rest dropped: served without graphs
+        again = run(remote.complete(prompts[0], params))
+        assert again.token_ids == reference_answers[0].token_ids
     finally:
         remote.stop()
 

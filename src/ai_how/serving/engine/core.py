@@ -215,10 +215,10 @@ class Engine:
                 self.prefill_graphs.capture()
                 self.prefill_capture_s = time.monotonic() - begun
             return
-        self.graphs.warm()
+        self.graphs.warm()  # the kernels compile before "ready"; the loop's thread warms itself again
         jobs = self.graphs.jobs()
         if self.prefill_graphs is not None:
-            self.prefill_graphs.warm()
+            self.prefill_graphs.warm(every_width=False)
             jobs += self.prefill_graphs.jobs()
         self._captures = collections.deque(jobs)
 
@@ -226,7 +226,14 @@ class Engine:
         """One pending graph (a few ms of recording); says when the last is done."""
         if self._captures_begun is None:
             self._captures_begun = time.monotonic()
-        self._captures.popleft()()
+        try:
+            self._captures.popleft()()
+        except Exception as exc:  # serve on without graphs; a sticky CUDA error fails the next step
+            print(
+                f"engine: graph capture failed, serving without the rest: {exc}", file=sys.stderr, flush=True
+            )
+            self._captures.clear()
+            return
         if not self._captures:
             took = time.monotonic() - self._captures_begun
             print(f"engine: graphs captured while serving in {took:.2f} s", file=sys.stderr, flush=True)

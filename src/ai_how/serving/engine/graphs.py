@@ -38,11 +38,24 @@ class Captures:
 
     def __init__(self) -> None:
         self.pool: Any = None
-        self.stream: torch.cuda.Stream | None = None
+        self._stream: torch.cuda.Stream | None = None
+
+    @property
+    def stream(self) -> torch.cuda.Stream:
+        if self._stream is None:
+            self._stream = torch.cuda.Stream()
+        return self._stream
+
+    def warm(self, run: Callable[[], object]) -> None:
+        """``run`` eagerly on the capture stream, in the calling thread, before that thread captures:
+        Triton compiles, and cuBLAS creates the thread's handle and workspace (created inside a
+        capture, they fail it: CUBLAS_STATUS_NOT_INITIALIZED)."""
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream), torch.inference_mode():
+            run()
+        torch.cuda.current_stream().wait_stream(self.stream)
 
     def capture(self, run: Callable[[], T]) -> tuple[torch.cuda.CUDAGraph, T]:
-        if self.stream is None:
-            self.stream = torch.cuda.Stream()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.stream(self.stream), torch.inference_mode():
             graph.capture_begin(pool=self.pool, capture_error_mode="thread_local")
@@ -85,17 +98,13 @@ class DecodeGraphs:
         self._captures = Captures()
 
     def warm(self) -> None:
-        """Two eager steps at the largest size: Triton compiles, cuBLAS picks its algorithms."""
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(2):
-                self._step(self.sizes[-1])
-        torch.cuda.current_stream().wait_stream(stream)
+        """One eager step at the largest size, in the calling thread (see ``Captures.warm``)."""
+        self._captures.warm(functools.partial(self._step, self.sizes[-1]))
 
     def jobs(self) -> list[Callable[[], None]]:
-        """One capture per batch size, smallest first (what the first requests need)."""
-        return [functools.partial(self._capture, n) for n in self.sizes]
+        """For the thread that captures: its warm-up, then one capture per batch size, smallest
+        first (what the first requests need)."""
+        return [self.warm, *(functools.partial(self._capture, n) for n in self.sizes)]
 
     def _capture(self, n: int) -> None:
         graph, (logits, greedy) = self._captures.capture(functools.partial(self._step_and_argmax, n))
@@ -104,8 +113,8 @@ class DecodeGraphs:
     def capture(self) -> None:
         """Every size now, largest first (the smaller ones then fit in the pool it left)."""
         self.warm()
-        for job in reversed(self.jobs()):
-            job()
+        for n in reversed(self.sizes):
+            self._capture(n)
         torch.cuda.synchronize()
 
     def _step_and_argmax(self, n: int) -> tuple[Tensor, Tensor]:

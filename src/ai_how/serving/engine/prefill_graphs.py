@@ -74,20 +74,18 @@ class PrefillGraphs:
         width = bucket[1]
         return self.decoder.prefill(data[:, :width], data[:, width], data[:, width + 1], self.cache)
 
-    def warm(self) -> None:
-        """One eager run of each width's largest bucket: Triton compiles, cuBLAS picks."""
+    def warm(self, every_width: bool = True) -> None:
+        """The largest bucket of each width (or only the first) eagerly, in the calling thread
+        (see ``Captures.warm``)."""
         widest = {width: rows for rows, width in self.buckets}  # the last is the largest
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for width, rows in widest.items():
-                self._forward((rows, width), self.inputs[(rows, width)])
-        torch.cuda.current_stream().wait_stream(stream)
+        for width, rows in list(widest.items())[: None if every_width else 1]:
+            bucket = (rows, width)
+            self._captures.warm(functools.partial(self._forward, bucket, self.inputs[bucket]))
 
     def jobs(self) -> list[Callable[[], None]]:
-        """One capture per bucket, fewest tokens first."""
+        """For the thread that captures: its warm-up, then one capture per bucket, fewest tokens first."""
         order = sorted(self.buckets, key=lambda b: (b[0] * b[1], b[1]))
-        return [functools.partial(self._capture, b) for b in order]
+        return [self.warm, *(functools.partial(self._capture, b) for b in order)]
 
     def _capture(self, bucket: Bucket) -> None:
         graph, logits = self._captures.capture(functools.partial(self._forward, bucket, self.inputs[bucket]))
@@ -96,8 +94,8 @@ class PrefillGraphs:
     def capture(self) -> None:
         """Every bucket now, largest first."""
         self.warm()
-        for job in reversed(self.jobs()):
-            job()
+        for bucket in sorted(self.buckets, key=lambda b: (b[0] * b[1], b[1]), reverse=True):
+            self._capture(bucket)
         torch.cuda.synchronize()
 
     def run(self, prompts: np.ndarray, lengths: np.ndarray, slots: np.ndarray) -> Tensor | None:
