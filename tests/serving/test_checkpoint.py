@@ -92,7 +92,7 @@ def test_a_broken_checkpoint_is_named_with_its_file(model_dir: Path, tmp_path: P
     with pytest.raises(checkpoint.CheckpointError, match=r"config\.json"):
         checkpoint.read_config(empty)
     (empty / "config.json").write_text((model_dir / "config.json").read_text())
-    with pytest.raises(checkpoint.CheckpointError, match=r"no \*\.safetensors"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"no model\.safetensors"):
         checkpoint.read_weights(empty)
     untied = _copy_with(model_dir, tmp_path, tie_word_embeddings=False)  # then lm_head must be stored
     with pytest.raises(checkpoint.CheckpointError, match=r"lm_head\.weight"):
@@ -121,3 +121,37 @@ def test_the_engine_process_never_imports_transformers(model_dir: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_only_the_checkpoints_own_weight_files_are_read(model_dir: Path, tmp_path: Path) -> None:
+    """Sharded checkpoints follow their index; other weight files beside the model (Mistral's
+    consolidated.safetensors, adapters) are not loaded."""
+    from safetensors.torch import save_file
+
+    sharded = tmp_path / "sharded"
+    shutil.copytree(model_dir, sharded)
+    (sharded / "model.safetensors").rename(sharded / "model-00001-of-00001.safetensors")
+    keys = list(checkpoint.read_weights(model_dir))
+    index = {"metadata": {}, "weight_map": dict.fromkeys(keys, "model-00001-of-00001.safetensors")}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    save_file({"model.norm.weight": torch.zeros(3)}, str(sharded / "consolidated.safetensors"))
+    weights = checkpoint.read_weights(sharded)
+    assert sorted(weights) == sorted(keys) and weights["model.norm.weight"].shape == (64,)
+    Decoder.load(sharded, torch.device("cpu"), torch.float32)
+
+
+def test_qwen2_ignores_a_declared_window_unless_it_is_turned_on(model_dir: Path, tmp_path: Path) -> None:
+    declared = _copy_with(model_dir, tmp_path, model_type="qwen2", sliding_window=64)
+    Decoder.load(declared, torch.device("cpu"), torch.float32)  # Qwen2's use_sliding_window defaults to false
+    (declared / "config.json").write_text(
+        json.dumps({**json.loads((declared / "config.json").read_text()), "use_sliding_window": True})
+    )
+    with pytest.raises(UnsupportedModel, match="sliding-window"):
+        Decoder.load(declared, torch.device("cpu"), torch.float32)
+
+
+def test_hidden_gpus_mean_no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ai_how.serving.devices import gpu_expected
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert not gpu_expected("auto") and not gpu_expected("cpu") and gpu_expected("cuda:1")

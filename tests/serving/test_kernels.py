@@ -57,6 +57,46 @@ torch.testing.assert_close(out, summed * torch.rsqrt(summed.pow(2).mean(-1, keep
 gu = torch.randn(7, 2 * 1536)
 g, u = gu.chunk(2, -1)
 torch.testing.assert_close(kernels.silu_mul(gu), F.silu(g) * u)
+
+# the fused prefill (what the GPU's prefill graphs run) on right-padded prompts: the same logits and
+# cache as the eager one, and padding positions written only to the scratch slot
+from pathlib import Path
+from ai_how.serving.engine.checkpoint import Checkpoint
+from ai_how.serving.engine.kvcache import KVCache
+from ai_how.serving.engine.model import Decoder
+
+H, L, V = 64, 2, 50
+config = {"model_type": "llama", "hidden_size": H, "num_attention_heads": 4, "num_key_value_heads": 2,
+          "head_dim": 16, "num_hidden_layers": L, "vocab_size": V, "max_position_embeddings": 128,
+          "intermediate_size": 96, "tie_word_embeddings": True}
+weights = {"model.embed_tokens.weight": torch.randn(V, H), "model.norm.weight": torch.rand(H) + 0.5}
+for i in range(L):
+    a, m = f"model.layers.{i}.self_attn.", f"model.layers.{i}.mlp."
+    weights.update({
+        f"model.layers.{i}.input_layernorm.weight": torch.rand(H) + 0.5,
+        f"model.layers.{i}.post_attention_layernorm.weight": torch.rand(H) + 0.5,
+        a + "q_proj.weight": torch.randn(64, H) / 8, a + "k_proj.weight": torch.randn(32, H) / 8,
+        a + "v_proj.weight": torch.randn(32, H) / 8, a + "o_proj.weight": torch.randn(H, 64) / 8,
+        m + "gate_proj.weight": torch.randn(96, H) / 8, m + "up_proj.weight": torch.randn(96, H) / 8,
+        m + "down_proj.weight": torch.randn(H, 96) / 8,
+    })
+decoder = Decoder(Checkpoint(Path("."), config, weights), torch.device("cpu"), torch.float32)
+tokens = torch.randint(0, V, (3, 32))
+lengths = torch.tensor([5, 32, 1])
+slots = torch.tensor([0, 64, 128])
+outs, caches = [], []
+for fused in (False, True):
+    cache = KVCache(L, 2, 16, [(64, 3)], torch.device("cpu"), torch.float32)
+    outs.append(decoder.prefill(tokens, lengths, slots, cache, fused=fused))
+    caches.append(cache)
+torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-4)
+for layer in range(L):
+    eager, fused = caches[0].keys[layer], caches[1].keys[layer]
+    for row in range(3):
+        live = slice(int(slots[row]), int(slots[row] + lengths[row]))
+        torch.testing.assert_close(fused[live], eager[live], rtol=1e-4, atol=1e-4)
+        rest = slice(int(slots[row] + lengths[row]), int(slots[row]) + 64)
+        assert not fused[rest].any(), "a padding position was written outside the scratch slot"
 print("kernels ok")
 """
 

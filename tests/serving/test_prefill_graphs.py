@@ -61,3 +61,33 @@ def test_padded_prefill_equals_the_exact_one_and_leaves_other_slots_alone(decode
             torch.testing.assert_close(written[layer][start : start + n], keys[slots[row] : slots[row] + n])
     after = [k[running] for k in cache.keys] + [v[running] for v in cache.values]
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_warming_up_never_reruns_live_inputs(decoder: Decoder) -> None:
+    """The engine loop's thread warms itself after requests may have run: the warm-ups compute on
+    padding rows only, so no live sequence's cache is rewritten (the static inputs hold the last
+    prompts and lanes)."""
+    from ai_how.serving.engine.graphs import DecodeGraphs
+
+    s = decoder.shape
+    cache = KVCache(
+        s.layers, s.kv_heads, s.head_dim, plan_buckets(8, s.max_positions), decoder.device, decoder.dtype
+    )
+    graphs = PrefillGraphs(decoder, cache, prefill_buckets(8, s.max_positions))
+    prompts = np.arange(4, 4 + 2 * 20, dtype=np.int64).reshape(2, 20)
+    with torch.inference_mode():
+        graphs.run(prompts, np.array([20, 20]), np.array([0, 128]))  # the static input now holds them
+        last_token = torch.zeros(9, dtype=torch.long)
+        decode = DecodeGraphs(decoder, cache, 8, last_token)
+        decode.lanes[:2] = torch.tensor([0, 1])  # and the decode inputs two live lanes
+        decode.positions[:2] = torch.tensor([20, 20])
+        decode.slots[:2] = torch.tensor([0, 128])
+        for layer in range(s.layers):  # live sequences' caches, as later steps left them
+            cache.keys[layer][: cache.scratch.start] = torch.randn_like(
+                cache.keys[layer][: cache.scratch.start]
+            )
+        before = [k[: cache.scratch.start].clone() for k in cache.keys]
+        graphs.warm()
+        decode.warm()
+    after = [k[: cache.scratch.start] for k in cache.keys]
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))

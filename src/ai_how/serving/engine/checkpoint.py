@@ -50,20 +50,36 @@ def read_weights(model_dir: Path) -> dict[str, Tensor]:
     import torch
 
     model_dir = Path(model_dir)
-    shards = sorted(model_dir.glob("*.safetensors"))
     weights: dict[str, Tensor] = {}
+    shards = _shards(model_dir, "model.safetensors")
     if shards:
         from safetensors.torch import load_file
 
         for shard in shards:
             weights.update(load_file(shard))
         return weights
-    bins = sorted(model_dir.glob("pytorch_model*.bin"))
+    bins = _shards(model_dir, "pytorch_model.bin")
     if not bins:
-        raise CheckpointError(f"{model_dir}: no *.safetensors or pytorch_model*.bin weights")
+        raise CheckpointError(
+            f"{model_dir}: no model.safetensors or pytorch_model.bin weights (or their shards)"
+        )
     for shard in bins:
         weights.update(torch.load(shard, map_location="cpu", weights_only=True))
     return weights
+
+
+def _shards(model_dir: Path, name: str) -> list[Path]:
+    """The files of HF's checkpoint ``name``: its index's shards, else the file itself. Other weight
+    files beside it (Mistral's ``consolidated.safetensors``, adapters) are not the model's."""
+    index = model_dir / f"{name}.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{index}: not a weight index ({exc})") from None
+        return [model_dir / shard for shard in sorted(set(weight_map.values()))]
+    single = model_dir / name
+    return [single] if single.is_file() else []
 
 
 def load(model_dir: Path) -> Checkpoint:
@@ -99,7 +115,7 @@ def rotary_tables(
             f"rope_type {kind!r} changes with the sequence length; serve it with --engine naive"
         )
     if kind == "default":
-        base = float(params["rope_theta"])
+        base = float(params.get("rope_theta", 10000.0))
         inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
         scaling = 1.0
     else:

@@ -218,7 +218,7 @@ class Engine:
         self.graphs.warm()  # the kernels compile before "ready"; the loop's thread warms itself again
         jobs = self.graphs.jobs()
         if self.prefill_graphs is not None:
-            self.prefill_graphs.warm(every_width=False)
+            self.prefill_graphs.warm()
             jobs += self.prefill_graphs.jobs()
         self._captures = collections.deque(jobs)
 
@@ -267,9 +267,11 @@ class Engine:
         """Queue a request whose id (and admission) the caller decided: the engine process's parent."""
         check_request(prompt, params, self.context_limit)
         sampler = row_sampler(params, self.decoder.device)  # a bad seed fails here, nothing counted yet
-        with self._lock:
+        with self._lock:  # with ``broken`` set under this lock, no request is queued after the last drain
+            if self.broken is not None:
+                raise EngineGone(self.broken)
             self._pending += 1
-        self._inbox.put(("add", Sequence(request_id, list(prompt), params, sampler, time.monotonic())))
+            self._inbox.put(("add", Sequence(request_id, list(prompt), params, sampler, time.monotonic())))
 
     def abort(self, request_id: int) -> None:
         self._inbox.put(("abort", request_id))
@@ -302,7 +304,8 @@ class Engine:
                     traceback.print_exc()
                     fatal = _fatal(exc)
                     if fatal:  # the device is unusable (a sticky CUDA error): refuse new work first,
-                        self.broken = f"the engine failed: {exc}"  # so none arrives after the last answer
+                        with self._lock:  # so none arrives after the last answer
+                            self.broken = f"the engine failed: {exc}"
                     try:
                         self._fail_all()
                         if fatal:  # and answer what was submitted while the first answers went out

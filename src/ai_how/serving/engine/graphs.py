@@ -49,7 +49,12 @@ class Captures:
     def warm(self, run: Callable[[], object]) -> None:
         """``run`` eagerly on the capture stream, in the calling thread, before that thread captures:
         Triton compiles, and cuBLAS creates the thread's handle and workspace (created inside a
-        capture, they fail it: CUBLAS_STATUS_NOT_INITIALIZED)."""
+        capture, they fail it: CUBLAS_STATUS_NOT_INITIALIZED). ``run`` must not read the graphs'
+        static inputs: they may hold live requests, whose cache it would overwrite."""
+        if not torch.cuda.is_available():  # a CPU (tests): nothing to warm but the run itself
+            with torch.inference_mode():
+                run()
+            return
         self.stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self.stream), torch.inference_mode():
             run()
@@ -98,8 +103,15 @@ class DecodeGraphs:
         self._captures = Captures()
 
     def warm(self) -> None:
-        """One eager step at the largest size, in the calling thread (see ``Captures.warm``)."""
-        self._captures.warm(functools.partial(self._step, self.sizes[-1]))
+        """One eager step at the largest size, in the calling thread (see ``Captures.warm``), on
+        padding rows only (scratch lane and slot): never the static inputs, which may be live."""
+        self._captures.warm(functools.partial(self._padding_step, self.sizes[-1]))
+
+    def _padding_step(self, n: int) -> Tensor:
+        device = self.decoder.device
+        tokens = torch.zeros(n, dtype=torch.long, device=device)
+        slots = torch.full((n,), self.cache.scratch.start, dtype=torch.long, device=device)
+        return self.decoder.decode(tokens, torch.zeros_like(tokens), slots, self.cache)
 
     def jobs(self) -> list[Callable[[], None]]:
         """For the thread that captures: its warm-up, then one capture per batch size, smallest

@@ -116,7 +116,8 @@ class Decoder:
             raise _unsupported("biases on the attention output or the MLP")
         window = config.get("sliding_window")
         positions = int(config.get("max_position_embeddings") or 2048)
-        if window and config.get("use_sliding_window", True) and window < positions:
+        # Qwen2 declares a window it does not use unless use_sliding_window (its default: false).
+        if window and config.get("use_sliding_window", model_type != "qwen2") and window < positions:
             raise _unsupported(f"sliding-window attention ({window} tokens)")
         heads = int(config["num_attention_heads"])
         kv_heads = int(config.get("num_key_value_heads") or heads)

@@ -74,13 +74,13 @@ class PrefillGraphs:
         width = bucket[1]
         return self.decoder.prefill(data[:, :width], data[:, width], data[:, width + 1], self.cache)
 
-    def warm(self, every_width: bool = True) -> None:
-        """The largest bucket of each width (or only the first) eagerly, in the calling thread
-        (see ``Captures.warm``)."""
-        widest = {width: rows for rows, width in self.buckets}  # the last is the largest
-        for width, rows in list(widest.items())[: None if every_width else 1]:
-            bucket = (rows, width)
-            self._captures.warm(functools.partial(self._forward, bucket, self.inputs[bucket]))
+    def warm(self) -> None:
+        """One eager prefill of the smallest bucket, in the calling thread (see ``Captures.warm``),
+        from an all-padding input: never the static inputs, which may hold live prompts. (The
+        Triton kernels do not specialise on rows or widths; the decode warm-up compiled them.)"""
+        bucket = min(self.buckets, key=lambda b: b[0] * b[1])
+        padding = torch.from_numpy(self._host(bucket)).to(self.decoder.device)
+        self._captures.warm(functools.partial(self._forward, bucket, padding))
 
     def jobs(self) -> list[Callable[[], None]]:
         """For the thread that captures: its warm-up, then one capture per bucket, fewest tokens first."""
