@@ -24,9 +24,11 @@ stays one.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import queue
+import socket
 import sys
 import threading
 import time
@@ -100,10 +102,11 @@ class _Clients:
         return index
 
     def drop(self, index: int) -> None:
+        """Forget a worker's connection and wake its reader, which closes it (see ``_shut_down``)."""
         with self._lock:
             conn = self.connections.pop(index, None)
         if conn is not None and index:
-            conn.close()
+            _shut_down(conn)
 
     def send(self, index: int, message: tuple[Any, ...]) -> None:
         conn = self.connections.get(index)
@@ -301,8 +304,19 @@ def _serve_commands(conn: Connection, index: int, clients: _Clients, engine: Any
                 return
     if index:  # a worker gone: its requests stop now rather than hold their slots to the end
         clients.drop(index)
+        conn.close()  # this thread read it: only it closes it
         for request_id in list(clients.open.pop(index, set())):
             engine.abort(request_id)
+
+
+def _shut_down(conn: Connection) -> None:
+    """End a socket connection that another thread is reading, without closing it: a close frees the
+    descriptor's number while that thread's ``recv`` is between reads, the next file or socket opened
+    takes the number, and the reader consumes its bytes (seen: a CA bundle read as a message, which
+    then failed to load in the thread that had opened it). Shutdown wakes the reader with EOF; the
+    reader closes."""
+    with contextlib.suppress(OSError), socket.socket(fileno=os.dup(conn.fileno())) as sock:
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 class EngineProcess:
@@ -424,7 +438,7 @@ class EngineProcess:
                     return
             if done:
                 if self.attach is not None:  # the engine drops this worker; our reader sees the end
-                    self._conn.close()
+                    _shut_down(self._conn)
                 return
 
     def _read(self) -> None:
@@ -454,6 +468,8 @@ class EngineProcess:
                 self.emit(updates)
             except Exception:  # e.g. the event loop is closing: keep reading, keep the accounting right
                 traceback.print_exc()
+        if self.attach is not None:  # the reader owns the close (see _shut_down)
+            self._conn.close()
         # the child is gone: every request still in flight fails rather than hanging, new ones get 503
         if self._process is not None:
             self._process.join(timeout=5)
