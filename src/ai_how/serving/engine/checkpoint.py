@@ -46,7 +46,8 @@ def read_config(model_dir: Path) -> dict[str, Any]:
 
 
 def read_weights(model_dir: Path) -> dict[str, Tensor]:
-    """Every tensor of the checkpoint's ``*.safetensors`` shards (else ``pytorch_model*.bin``)."""
+    """Every tensor of the checkpoint's ``model.safetensors`` (or its shards), else of its
+    ``pytorch_model.bin`` (or its shards)."""
     import torch
 
     model_dir = Path(model_dir)

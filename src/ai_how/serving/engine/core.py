@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ai_how.serving.engine.graphs import pinned
 from ai_how.serving.engine.kvcache import KVCache, Slot, plan_buckets
 from ai_how.serving.engine.model import Decoder
 from ai_how.serving.engine.protocol import (
@@ -185,7 +186,9 @@ class Engine:
             from ai_how.serving.engine.graphs import DecodeGraphs
 
             self.graphs = DecodeGraphs(decoder, self.cache, max_batch, self.last_token)
-        if padded_prefill if padded_prefill is not None else use_graphs:
+        if padded_prefill is None:
+            padded_prefill = use_graphs
+        if padded_prefill:
             from ai_how.serving.engine.prefill_graphs import MAX_GRAPH_TOKENS, PrefillGraphs, prefill_buckets
 
             buckets = prefill_buckets(
@@ -303,9 +306,10 @@ class Engine:
                 except Exception as exc:  # a step failed: fail every request, keep serving
                     traceback.print_exc()
                     fatal = _fatal(exc)
+                    reason = f"the engine failed: {exc}"
                     if fatal:  # the device is unusable (a sticky CUDA error): refuse new work first,
                         with self._lock:  # so none arrives after the last answer
-                            self.broken = f"the engine failed: {exc}"
+                            self.broken = reason
                     try:
                         self._fail_all()
                         if fatal:  # and answer what was submitted while the first answers went out
@@ -314,8 +318,8 @@ class Engine:
                     except Exception:  # emitting failed too: nothing left to tell anyone
                         traceback.print_exc()
                     if fatal:
-                        if self.on_fatal is not None and self.broken is not None:
-                            self.on_fatal(self.broken)
+                        if self.on_fatal is not None:
+                            self.on_fatal(reason)
                         return
 
     def _drain(self, block: bool) -> None:
@@ -410,13 +414,9 @@ class Engine:
         return [self._launched(lanes, upload(lanes), first)]
 
     def _upload(self, array: np.ndarray) -> torch.Tensor:
-        """A host array on the device without waiting: a pageable copy would wait for the decode
-        step in flight (losing the overlap); pinned memory comes from torch's caching host
-        allocator, which keeps each block until its copy has run."""
-        host = torch.from_numpy(array)
-        if self.decoder.device.type != "cuda":
-            return host
-        return host.pin_memory().to(self.decoder.device, non_blocking=True)
+        """A host array on the device without waiting for the step in flight."""
+        device = self.decoder.device
+        return pinned(array, device).to(device, non_blocking=True)
 
     def _open_lanes(self, lanes: np.ndarray, admitted: list[Sequence], lengths: np.ndarray) -> None:
         state = self._lanes

@@ -16,6 +16,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -24,6 +25,14 @@ from ai_how.serving.engine.model import Decoder
 
 LINEAR_FROM, LINEAR_STEP = 256, 128
 T = TypeVar("T")
+
+
+def pinned(array: np.ndarray, device: torch.device) -> Tensor:
+    """A host array as a tensor ``device`` copies from without waiting: pinned for a GPU (a pageable
+    copy would wait for the step in flight, losing the overlap; torch's caching host allocator keeps
+    the pinned block until its copy has run), as it is for a CPU."""
+    host = torch.from_numpy(array)
+    return host.pin_memory() if device.type == "cuda" else host
 
 
 class Captures:

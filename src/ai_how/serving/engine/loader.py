@@ -47,6 +47,13 @@ def load_hf_model(model_dir: Path, torch_dtype: Any) -> Any:
     return lm
 
 
+def _limits(on_gpu: bool, max_batch: int | None, max_waiting: int | None) -> tuple[int, int]:
+    """The engine's batch (512 on a GPU, 32 on a CPU) and its bounded queue: about four batches'
+    worth of waiting, then 429 (an unbounded one only turns overload into minutes of latency)."""
+    batch = max_batch or (512 if on_gpu else 32)
+    return batch, max_waiting if max_waiting is not None else 4 * batch
+
+
 def load_llm(
     model_dir: Path,
     name: str,
@@ -74,17 +81,18 @@ def load_llm(
         raise ValueError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
     if process not in ("auto", "yes", "no"):
         raise ValueError(f"engine process {process!r}: use auto, yes or no")
-    tokenizer = load_any_tokenizer(Path(model_dir))
+    model_dir = Path(model_dir)
+    tokenizer = load_any_tokenizer(model_dir)
     eos = checkpoint.eos_ids(model_dir, tokenizer.eos_token_id)
     factory: Callable[[Any], Any]
-    if engine == "ours" and (process == "yes" or (process == "auto" and gpu_expected(device))):
+    on_gpu = gpu_expected(device)
+    if engine == "ours" and (process == "yes" or (process == "auto" and on_gpu)):
         from ai_how.serving.engine.process import EngineProcess, EngineSpec
 
-        batch = max_batch or (512 if gpu_expected(device) else 32)
-        waiting = max_waiting if max_waiting is not None else 4 * batch
+        batch, waiting = _limits(on_gpu, max_batch, max_waiting)
         listen = share.address if share is not None and not share.attach else None
         key = share.key if share is not None else b""
-        spec = EngineSpec(Path(model_dir), device, dtype, batch, eos, listen, key)  # the child loads weights
+        spec = EngineSpec(model_dir, device, dtype, batch, eos, listen, key)  # the child loads weights
         attach = share.address if share is not None and share.attach else None
         # The admission bound is the engine's: each of the HTTP processes sharing it takes its part.
         capacity = -(-(batch + waiting) // (share.processes if share is not None else 1))
@@ -97,15 +105,12 @@ def load_llm(
         import torch
 
         target, torch_dtype = resolve(device, dtype)
-        batch = max_batch or (512 if target.type == "cuda" else 32)
-        # A bounded queue: about four batches' worth of waiting, then 429 (an unbounded one only
-        # turns overload into minutes of latency).
-        waiting = max_waiting if max_waiting is not None else 4 * batch
+        batch, waiting = _limits(target.type == "cuda", max_batch, max_waiting)
         if engine == "ours":
             from ai_how.serving.engine.core import Engine
             from ai_how.serving.engine.model import Decoder
 
-            decoder = Decoder.load(Path(model_dir), target, torch_dtype)
+            decoder = Decoder.load(model_dir, target, torch_dtype)
 
             def factory(emit: Any) -> Any:
                 return Engine(decoder, eos, emit, max_batch=batch, max_waiting=waiting)
@@ -121,6 +126,6 @@ def load_llm(
 
         with torch.inference_mode():
             llm = AsyncLLM(factory, tokenizer, name, metrics, stream_interval=stream_interval)
-    vocab = int(checkpoint.read_config(Path(model_dir)).get("vocab_size") or 0)
+    vocab = int(checkpoint.read_config(model_dir).get("vocab_size") or 0)
     llm.vocab_size = vocab or len(tokenizer)  # the embedding's rows: larger ids would crash the step
     return llm

@@ -2,8 +2,9 @@
 
 The checkpoint is read directly (``checkpoint.py``: config.json, safetensors, rotary tables), without
 importing transformers; the forward here is ours so that the KV cache is the engine's flat, ragged
-cache and the decode step can be captured in a CUDA graph. Supported: Llama, Mistral and Qwen2 style decoders (RMSNorm, rotary, GQA, SwiGLU; optional
-q/k/v biases). Anything else is served by the naive engine (``engine: naive``).
+cache and the decode step can be captured in a CUDA graph. Supported: Llama, Mistral and Qwen2
+style decoders (RMSNorm, rotary, GQA, SwiGLU; optional q/k/v biases). Anything else is served by
+the naive engine (``engine: naive``).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ai_how.serving.engine.graphs import Captures
+from ai_how.serving.engine.graphs import Captures, pinned
 from ai_how.serving.engine.kvcache import KVCache
 from ai_how.serving.engine.model import Decoder
 
@@ -46,10 +46,15 @@ def prefill_buckets(max_batch: int, max_positions: int, max_tokens: int = MAX_GR
     return buckets
 
 
+def _size(bucket: Bucket) -> tuple[int, int]:
+    """Buckets in order of padded tokens (then width)."""
+    return bucket[0] * bucket[1], bucket[1]
+
+
 def pick(buckets: list[Bucket], rows: int, width: int) -> Bucket | None:
     """The bucket with the fewest padded tokens that holds ``rows`` prompts of ``width`` tokens."""
     fits = [b for b in buckets if b[0] >= rows and b[1] >= width]
-    return min(fits, key=lambda b: (b[0] * b[1], b[1])) if fits else None
+    return min(fits, key=_size) if fits else None
 
 
 class PrefillGraphs:
@@ -78,14 +83,13 @@ class PrefillGraphs:
         """One eager prefill of the smallest bucket, in the calling thread (see ``Captures.warm``),
         from an all-padding input: never the static inputs, which may hold live prompts. (The
         Triton kernels do not specialise on rows or widths; the decode warm-up compiled them.)"""
-        bucket = min(self.buckets, key=lambda b: b[0] * b[1])
+        bucket = min(self.buckets, key=_size)
         padding = torch.from_numpy(self._host(bucket)).to(self.decoder.device)
         self._captures.warm(functools.partial(self._forward, bucket, padding))
 
     def jobs(self) -> list[Callable[[], None]]:
         """For the thread that captures: its warm-up, then one capture per bucket, fewest tokens first."""
-        order = sorted(self.buckets, key=lambda b: (b[0] * b[1], b[1]))
-        return [self.warm, *(functools.partial(self._capture, b) for b in order)]
+        return [self.warm, *(functools.partial(self._capture, b) for b in sorted(self.buckets, key=_size))]
 
     def _capture(self, bucket: Bucket) -> None:
         graph, logits = self._captures.capture(functools.partial(self._forward, bucket, self.inputs[bucket]))
@@ -94,7 +98,7 @@ class PrefillGraphs:
     def capture(self) -> None:
         """Every bucket now, largest first."""
         self.warm()
-        for bucket in sorted(self.buckets, key=lambda b: (b[0] * b[1], b[1]), reverse=True):
+        for bucket in sorted(self.buckets, key=_size, reverse=True):
             self._capture(bucket)
         torch.cuda.synchronize()
 
@@ -111,10 +115,7 @@ class PrefillGraphs:
         host[:rows, padded] = lengths
         host[:rows, padded + 1] = slots
         self.runs += 1
-        data = torch.from_numpy(host)
-        if self.decoder.device.type == "cuda":  # pinned (torch's caching host allocator keeps the
-            data = data.pin_memory()  # block until the copy ran): no wait on the step in flight
-        self.inputs[bucket].copy_(data, non_blocking=True)
+        self.inputs[bucket].copy_(pinned(host, self.decoder.device), non_blocking=True)
         graph = self.graphs.get(bucket)
         if graph is None:  # not captured (yet, or a CPU): the same padded shapes, eagerly
             return self._forward(bucket, self.inputs[bucket])[:rows]
