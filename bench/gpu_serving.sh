@@ -46,6 +46,33 @@ tail -3 "$OUT/http_ours.err"
 bench --url http://127.0.0.1:8080 --model smollm --protocol openai-completions --stream ${STREAM_ARGS:-$HTTP_ARGS} --out "$OUT/http_ours_stream" --json > "$OUT/http_ours_stream.json" 2> "$OUT/http_ours_stream.err"
 tail -3 "$OUT/http_ours_stream.err"
 grep -E "^(ai_how_|request_predict)" <(curl -s http://127.0.0.1:8080/metrics) | grep -v bucket | head -20 > "$OUT/metrics_ours.txt"
+loop_stats() {  # the engine loop per second of one load: steps, mean batch, device busy, host waiting
+  curl -s http://127.0.0.1:8080/metrics > "$OUT/metrics_before.txt"
+  bench --url http://127.0.0.1:8080 --model smollm --protocol openai-completions --rate "$1" --duration 8 \
+    --processes 6 --json > "$OUT/loop_$1.json" 2> /dev/null
+  curl -s http://127.0.0.1:8080/metrics > "$OUT/metrics_after.txt"
+  python3 - "$OUT" "$1" <<'PY'
+import json, sys, pathlib
+from prometheus_client.parser import text_string_to_metric_families
+def metric_total(text, name, labels):
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+out, rate = pathlib.Path(sys.argv[1]), sys.argv[2]
+files = [out / f"metrics_{w}.txt" for w in ("before", "after")]
+before, after = (f.read_text() for f in files)
+wall = files[1].stat().st_mtime - files[0].stat().st_mtime  # warm-up and drain included
+d = lambda name, **labels: metric_total(after, name, labels) - metric_total(before, name, labels)
+point = json.loads((out / f"loop_{rate}.json").read_text())["points"][0]
+steps, prefills = d("ai_how_engine_steps_total"), d("ai_how_engine_prefills_total")
+print(f"loop at {rate} req/s offered ({point['requests_per_s']:.0f} achieved, P95 {point['latency_ms']['p95']:.0f} ms):",
+      f"{steps / wall:.0f} steps/s, mean batch {d('ai_how_engine_step_rows_total') / max(steps, 1):.0f},",
+      f"{prefills / wall:.0f} prefills/s of {d('ai_how_prompt_tokens_total') / max(prefills, 1):.0f} tokens;",
+      f"per step: decode {1e3 * d('ai_how_engine_device_seconds_total', phase='decode') / max(steps, 1):.2f} ms on the device;",
+      f"prefill {1e3 * d('ai_how_engine_device_seconds_total', phase='prefill') / max(prefills, 1):.2f} ms each;",
+      f"loop waiting {100 * d('ai_how_engine_wait_seconds_total') / wall:.0f}% of the time")
+PY
+}
+for rate in ${LOOP_RATES:-}; do loop_stats "$rate"; done
 if [ -n "${PROFILE_RATE:-}" ] && command -v py-spy > /dev/null; then  # where the host time goes, under load
   bench --url http://127.0.0.1:8080 --model smollm --protocol openai-completions --rate "$PROFILE_RATE" --duration 12 \
     --processes 6 --json > "$OUT/profile_load.json" 2> /dev/null &

@@ -145,6 +145,11 @@ def test_http_workers_share_one_engine(tmp_path: Path) -> None:
             timeout_s=5,
             what="every process to report exactly the engine's generated tokens",
         )
+        # the engine loop's counters reach every process too: each request's first token comes from
+        # its prefill, every other token from one row of one decode step
+        scraped = httpx.get(f"{url}/metrics", timeout=10).text
+        assert metric_total(scraped, "ai_how_engine_step_rows_total") == generated - 2 * 48, scraped
+        assert 1 <= metric_total(scraped, "ai_how_engine_prefills_total") <= 2 * 48
         v1 = httpx.post(f"{url}/v1/models/digits:predict", json={"instances": [[0.0] * 64]}, timeout=30)
         assert v1.status_code == 200 and len(v1.json()["predictions"]) == 1
 

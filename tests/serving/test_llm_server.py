@@ -177,6 +177,26 @@ def metric(server: Server, name: str) -> float:
     return metric_total(httpx.get(f"{server.url}/metrics").text, name)
 
 
+def test_metrics_count_the_engine_loops_work(server: Server) -> None:
+    """Steps, rows and prefills a dashboard divides (mean batch, device and wait time per step)."""
+    names = ("steps", "step_rows", "prefills", "wait_seconds")
+    before = {n: metric(server, f"ai_how_engine_{n}_total") for n in names}
+    body = {"model": "tiny", "prompt": [5, 6, 7], "max_tokens": 9, "ignore_eos": True}
+    assert httpx.post(f"{server.openai}/completions", json=body, timeout=60).status_code == 200
+    after = {n: metric(server, f"ai_how_engine_{n}_total") for n in names}
+    assert after["step_rows"] - before["step_rows"] == 8  # 9 tokens: 1 from the prefill, 8 decoded
+    assert after["steps"] - before["steps"] == 8  # alone, one row per step
+    assert after["prefills"] - before["prefills"] == 1
+    assert after["wait_seconds"] == before["wait_seconds"]  # a CPU step is synchronous: no waiting
+    from ai_how.pipeline.checks import metric_total
+
+    scraped = httpx.get(f"{server.url}/metrics").text
+    for phase in ("decode", "prefill"):  # measured with CUDA events: none on a CPU
+        labels = {"model_name": "tiny", "phase": phase}
+        assert f'phase="{phase}"' in scraped
+        assert metric_total(scraped, "ai_how_engine_device_seconds_total", labels) == 0.0
+
+
 def test_a_client_that_goes_away_frees_its_slot(server: Server) -> None:
     """400 tokens asked, the client leaves after the first event: the engine stops generating."""
     body = {"model": "tiny", "prompt": [5, 6], "max_tokens": 400, "ignore_eos": True, "stream": True}

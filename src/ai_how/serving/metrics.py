@@ -70,6 +70,23 @@ class LLMMetrics(Collector):
         generated = CounterMetricFamily(
             "ai_how_generation_tokens", "Tokens generated (aborted requests' too)", labels=["model_name"]
         )
+        # The engine loop's own work: mean batch = step_rows / steps; device time per phase against
+        # wall time says how busy the device is; wait against wall time how busy the loop's host is.
+        steps = CounterMetricFamily("ai_how_engine_steps", "Decode steps", labels=["model_name"])
+        rows = CounterMetricFamily(
+            "ai_how_engine_step_rows", "Rows (sequences) over all decode steps", labels=["model_name"]
+        )
+        prefills = CounterMetricFamily("ai_how_engine_prefills", "Batched prefills", labels=["model_name"])
+        device = CounterMetricFamily(
+            "ai_how_engine_device_seconds",
+            "Device time of decode steps and prefills (CUDA events; 0 off the GPU)",
+            labels=["model_name", "phase"],
+        )
+        wait = CounterMetricFamily(
+            "ai_how_engine_wait_seconds",
+            "The engine loop's time waiting for the device to finish a step",
+            labels=["model_name"],
+        )
         for name, engine in self.engines.items():
             stats = engine.stats
             running.add_metric([name], stats.running)
@@ -77,7 +94,13 @@ class LLMMetrics(Collector):
             kv.add_metric([name], stats.kv_usage)
             prompt.add_metric([name], stats.prompt_tokens)
             generated.add_metric([name], stats.generated_tokens)
-        yield from (running, waiting, kv, prompt, generated)
+            steps.add_metric([name], stats.steps)
+            rows.add_metric([name], stats.step_rows)
+            prefills.add_metric([name], stats.prefills)
+            device.add_metric([name, "decode"], stats.decode_device_s)
+            device.add_metric([name, "prefill"], stats.prefill_device_s)
+            wait.add_metric([name], stats.wait_s)
+        yield from (running, waiting, kv, prompt, generated, steps, rows, prefills, device, wait)
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())

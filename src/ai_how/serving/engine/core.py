@@ -70,6 +70,8 @@ class Launched:
     generations: np.ndarray  # each lane's generation at launch: a reused lane's late tokens are dropped
     tokens: torch.Tensor  # pinned host view, valid once ``ready`` has completed
     ready: Any  # a CUDA event (None on CPU: the copy is synchronous)
+    began: Any = None  # a CUDA event recorded before its work: ``began`` to ``ready`` is its device time
+    prefill: bool = False
 
 
 def kv_cache_tokens(shape: Any, decoder: Decoder, budget: int | None) -> int:
@@ -398,6 +400,7 @@ class Engine:
             self._lane_seq[seq.lane] = seq
         self._open_lanes(lanes, admitted, lengths)
         slots = self._lanes.slot[lanes]
+        began = _timing_event(self.decoder.device)
         logits = None
         if self.prefill_graphs is not None:
             logits = self.prefill_graphs.run(prompts, lengths, slots)
@@ -411,7 +414,7 @@ class Engine:
         for seq in itertools.compress(admitted, ~more):
             self._release_slot(seq)  # max_tokens 1: the prefill computed its only token
         self._running = np.concatenate([self._running, lanes[more]])
-        return [self._launched(lanes, upload(lanes), first)]
+        return [self._launched(lanes, upload(lanes), first, began, prefill=True)]
 
     def _upload(self, array: np.ndarray) -> torch.Tensor:
         """A host array on the device without waiting for the step in flight."""
@@ -442,6 +445,7 @@ class Engine:
         lanes.numpy()[:] = running
         np.take(state.position, running, out=positions.numpy())
         np.take(state.slot, running, out=slots.numpy())
+        began = _timing_event(self.decoder.device)
         if self.graphs is not None:
             logits, greedy = self.graphs.run(lanes, positions, slots)
         else:
@@ -455,6 +459,7 @@ class Engine:
             rows = [self._lane_seq[lane].sampler for lane in running.tolist()]  # type: ignore[union-attr]
             chosen = sample(logits, rows, greedy)
         self.stats.steps += 1
+        self.stats.step_rows += n
         self.stats.batch_histogram[n] += 1
         state.position[running] += 1
         left = state.to_launch[running] - 1
@@ -466,9 +471,17 @@ class Engine:
                 if seq is not None:
                     self._release_slot(seq)
             self._running = running[~computed]
-        return self._launched(running.copy(), lanes.to(self.decoder.device, non_blocking=True), chosen)
+        device_lanes = lanes.to(self.decoder.device, non_blocking=True)
+        return self._launched(running.copy(), device_lanes, chosen, began)
 
-    def _launched(self, lanes: np.ndarray, device_lanes: torch.Tensor, chosen: torch.Tensor) -> Launched:
+    def _launched(
+        self,
+        lanes: np.ndarray,
+        device_lanes: torch.Tensor,
+        chosen: torch.Tensor,
+        began: Any = None,
+        prefill: bool = False,
+    ) -> Launched:
         """Record each lane's new token on the device and start its copy to the host."""
         self.last_token.index_copy_(0, device_lanes.to(self.last_token.device), chosen)
         buffer = self._readback[self._readback_turn]
@@ -476,18 +489,26 @@ class Engine:
         host = buffer[: len(lanes)]
         if chosen.is_cuda:
             host.copy_(chosen, non_blocking=True)
-            ready = torch.cuda.Event()
+            ready = torch.cuda.Event(enable_timing=began is not None)
             ready.record()
         else:
             host.copy_(chosen)
             ready = None
-        return Launched(lanes, self._lanes.generation[lanes], host, ready)
+        return Launched(lanes, self._lanes.generation[lanes], host, ready, began, prefill)
 
     def _read_back(self, record: Launched, updates: list[Update]) -> None:
         """Store a step's tokens in their lanes; updates for first tokens, for requests with
         ``report_every`` tokens unsent and for finished ones (with every token not yet sent)."""
         if record.ready is not None:
+            waited = time.perf_counter()
             record.ready.synchronize()
+            self.stats.wait_s += time.perf_counter() - waited
+            if record.began is not None:
+                busy = record.began.elapsed_time(record.ready) / 1e3
+                if record.prefill:
+                    self.stats.prefill_device_s += busy
+                else:
+                    self.stats.decode_device_s += busy
         state = self._lanes
         lanes = record.lanes
         valid = state.live[lanes] & (state.generation[lanes] == record.generations)
@@ -570,6 +591,16 @@ class Engine:
         self._running, self._waiting, self._inflight = np.zeros(0, np.int64), collections.deque(), []
         if updates:
             self.emit(updates)
+
+
+def _timing_event(device: torch.device) -> Any:
+    """A CUDA event recorded now on the current stream (None off the GPU): a step's device time is
+    measured from it to the step's ``ready`` event, read once that has completed (no extra sync)."""
+    if device.type != "cuda":
+        return None
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
 
 
 def _fatal(exc: Exception) -> bool:

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ai_how.serving.engine.protocol import (
+    COUNTERS,
     EngineFull,
     EngineGone,
     EngineStats,
@@ -253,8 +254,8 @@ def _child(
 
 
 def _stats_tuple(stats: EngineStats) -> tuple[Any, ...]:
-    """What every step message carries: (running, waiting, kv usage, prompt and generated tokens)."""
-    return stats.running, stats.waiting, stats.kv_usage, stats.prompt_tokens, stats.generated_tokens
+    """What every step message carries: the gauges (running, waiting, kv usage), then the counters."""
+    return (stats.running, stats.waiting, stats.kv_usage, *(getattr(stats, name) for name in COUNTERS))
 
 
 def _accept(listener: Listener, clients: _Clients, engine: Any, ready: tuple[Any, ...]) -> None:
@@ -453,7 +454,7 @@ class EngineProcess:
                 break
             if kind != "step":
                 continue
-            packed, (running, waiting, kv_usage, prompt_tokens, generated_tokens) = rest
+            packed, (running, waiting, kv_usage, *counters) = rest
             updates = [Update(request_id, tokens, finish) for request_id, tokens, finish in packed]
             finished = [u.request_id for u in updates if u.finish is not None]
             if finished:
@@ -462,8 +463,8 @@ class EngineProcess:
             stats = self.stats
             stats.running, stats.waiting, stats.kv_usage = running, waiting, kv_usage
             # the engine's own counters; two threads there may send them out of order: never backwards
-            stats.prompt_tokens = max(stats.prompt_tokens, prompt_tokens)
-            stats.generated_tokens = max(stats.generated_tokens, generated_tokens)
+            for name, value in zip(COUNTERS, counters, strict=True):
+                setattr(stats, name, max(getattr(stats, name), value))
             try:
                 self.emit(updates)
             except Exception:  # e.g. the event loop is closing: keep reading, keep the accounting right

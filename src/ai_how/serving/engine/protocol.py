@@ -44,11 +44,28 @@ class EngineStats:
     running: int = 0
     waiting: int = 0
     kv_usage: float = 0.0
-    steps: int = 0
+    steps: int = 0  # decode steps
     prefills: int = 0
     generated_tokens: int = 0
     prompt_tokens: int = 0
+    step_rows: int = 0  # rows over all decode steps: step_rows / steps is the mean batch
+    decode_device_s: float = 0.0  # device time of decode steps and of prefills (CUDA events; 0 on CPU)
+    prefill_device_s: float = 0.0
+    wait_s: float = 0.0  # the engine thread's time waiting for the device to finish a step
     batch_histogram: collections.Counter[int] = field(default_factory=collections.Counter)
+
+
+# EngineStats' counters, in the order the engine process sends them to its HTTP processes
+COUNTERS = (
+    "prompt_tokens",
+    "generated_tokens",
+    "steps",
+    "prefills",
+    "step_rows",
+    "decode_device_s",
+    "prefill_device_s",
+    "wait_s",
+)
 
 
 class EngineFull(Exception):
