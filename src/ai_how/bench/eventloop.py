@@ -1,7 +1,7 @@
 """The event loop the load runs on: uvloop's when it is importable (kserve/uvicorn bring it), else asyncio's.
 
-It saves a little of the client's CPU per request (httpx's own Python work dominates; the figures
-are in docs/benchmarks.md); the load scales with ``--processes``, not with the loop.
+It saves a little of the client's CPU per request (the HTTP client's own Python work dominates; the
+figures are in docs/benchmarks.md); the load scales with ``--processes``, not with the loop.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from ai_how.errors import AiHowError
 
 MAX_AUTO = 16  # --processes auto: one per core, at most this many
 _START_LEAD_S = 0.2  # from the start instant's broadcast to the start: the pipes' latency, with room
-_READY_TIMEOUT_S = 120.0  # a spawned process imports httpx and the load loops
+_READY_TIMEOUT_S = 120.0  # a spawned process imports aiohttp and the load loops
 _ARM_TIMEOUT_S = 60.0  # drawing a long schedule
 _ANSWER_SLACK_S = 60.0  # beyond warm-up + duration + grace: packing and sending the records
 _PARENT_POLL_S = 0.5
