@@ -145,6 +145,7 @@ def test_http_workers_share_one_engine(tmp_path: Path) -> None:
             timeout_s=5,
             what="every process to report exactly the engine's generated tokens",
         )
+        assert "uvicorn.access" not in log.read_text(), "--no-access-log: no line per request"
         # the engine loop's counters reach every process too: each request's first token comes from
         # its prefill, every other token from one row of one decode step
         scraped = httpx.get(f"{url}/metrics", timeout=10).text

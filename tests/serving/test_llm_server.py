@@ -184,6 +184,7 @@ def test_metrics_count_the_engine_loops_work(server: Server) -> None:
     body = {"model": "tiny", "prompt": [5, 6, 7], "max_tokens": 9, "ignore_eos": True}
     assert httpx.post(f"{server.openai}/completions", json=body, timeout=60).status_code == 200
     after = {n: metric(server, f"ai_how_engine_{n}_total") for n in names}
+    assert '"POST /openai/v1/completions HTTP/1.1" 200' in server.log.read_text()  # an access log by default
     assert after["step_rows"] - before["step_rows"] == 8  # 9 tokens: 1 from the prefill, 8 decoded
     assert after["steps"] - before["steps"] == 8  # alone, one row per step
     assert after["prefills"] - before["prefills"] == 1

@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -325,7 +326,10 @@ def serve(
         grace_period=5,
     )
     rest.config.host = host
-    rest.config.access_log = access_log
+    if not access_log:  # uvicorn's own way; its Config applied the (default) True when KServe built it,
+        rest.config.access_log = False  # and the protocol logs whenever the logger has handlers
+        logging.getLogger("uvicorn.access").handlers = []
+        logging.getLogger("uvicorn.access").propagate = False
     served = Draining(front if front is not None else app)
     rest.config.app = served
     if sock is None:
@@ -333,7 +337,9 @@ def serve(
     else:
         rest.create_application()
         server.servers.append(rest._server.serve(sockets=[sock]))
-    server.setup_event_loop()
+    runner = asyncio.Runner(loop_factory=_new_event_loop)
+    asyncio.set_event_loop(runner.get_loop())
+    server.setup_event_loop()  # KServe's exception handler and default executor, on the loop that runs
     server.register_signal_handler()
     tasks: list[asyncio.Task[None]] = []
 
@@ -363,7 +369,18 @@ def serve(
                 promote()
         await server._serve()
 
-    asyncio.run(main())
+    with runner:
+        runner.run(main())
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when importable (the serve extra brings it), as uvicorn's own ``run`` would pick:
+    its transports cost less CPU per request than asyncio's selector loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def wants_engine_process(args: argparse.Namespace) -> bool:
