@@ -230,6 +230,7 @@ def test_coldstart_reports_each_run(served: Served) -> None:
         assert run["total_s"] == pytest.approx(run["listening_s"] + run["first_response_s"], abs=0.002)
         phases = [run[key] for key in ("import_s", "fetch_s", "load_s", "warmup_s")]
         assert all(v is not None for v in phases) if run["phases_reported"] else phases == [None] * 4
+        assert run["engine_import_s"] is None and run["engine_device_s"] is None  # no engine process
     assert report["warm"]["total_s"] == report["runs"][1]["total_s"]
 
 

@@ -4,8 +4,10 @@ Each run starts the server on a free port, polls the port, and sends the first r
 accepts: a streamed OpenAI completion with ``max_tokens`` 1 for an LLM (timed to its first content
 event), a V1 ``:predict`` of one digit for a classifier. The kind comes from the V2 model metadata
 (``BYTES`` input: an LLM), else OpenAI is tried, then V1. The server prints one line
-``startup-phases {"import_s", "fetch_s", "load_s", "warmup_s"}`` before it listens; without it the
-phases are unknown (null). The server is stopped with SIGTERM after each run.
+``startup-phases {"import_s", "fetch_s", "load_s", "warmup_s"}`` before it listens (plus, when an
+LLM engine runs in its own process, that process's ``engine_import_s`` and ``engine_device_s``: they
+overlap the server's import and fetch); without it the phases are unknown (null). The server is
+stopped with SIGTERM after each run.
 
 All runs of one command share a fresh model cache: the first run fetches and verifies the files, the
 later ones find them (and the OS page cache) warm, so the first run is reported apart.
@@ -34,8 +36,8 @@ from ai_how.errors import AiHowError
 from ai_how.procs import free_port, log_tail, port_open
 
 PHASES_PREFIX = "startup-phases "
-PHASES = ("import_s", "fetch_s", "load_s", "warmup_s")
-STEPS = ("import_s", "fetch_s", "load_s", "warmup_s", "listening_s", "first_response_s", "total_s")
+PHASES = ("import_s", "fetch_s", "load_s", "warmup_s", "engine_import_s", "engine_device_s")
+STEPS = (*PHASES, "listening_s", "first_response_s", "total_s")
 _POLL_S = 0.005
 _STOP_GRACE_S = 30.0
 

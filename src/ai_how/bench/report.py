@@ -220,6 +220,8 @@ COLDSTART_COLUMNS = [
     ("fetch+verify", "fetch_s"),
     ("weight load", "load_s"),
     ("warm-up/graphs", "warmup_s"),
+    ("engine imports", "engine_import_s"),  # an engine process's (overlapping import and fetch)
+    ("device init", "engine_device_s"),
     ("to listening", "listening_s"),
     ("first response", "first_response_s"),
     ("total", "total_s"),
@@ -234,7 +236,8 @@ def print_coldstart(report: dict[str, Any], console: Console) -> None:
         table.add_column(f"{header} s", justify="right")
 
     def cells(values: dict[str, Any]) -> list[str]:
-        return ["?" if values.get(key) is None else f"{values[key]:.2f}" for _, key in COLDSTART_COLUMNS]
+        unknown = "?" if values.get("import_s") is None else "-"  # no phases line, or no engine process
+        return [unknown if values.get(key) is None else f"{values[key]:.2f}" for _, key in COLDSTART_COLUMNS]
 
     for run in report["runs"]:
         label = f"{run['run']} (cold cache)" if run["run"] == 1 else str(run["run"])

@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         load_phases = getattr(model, "phases", {})
         phases["load_s"] += load_phases.get("load_s", time.monotonic() - started)
         phases["warmup_s"] += load_phases.get("warmup_s", 0.0)
-        for extra in ("engine_spawn_s", "engine_import_s"):  # the engine process's own start
+        for extra in ("engine_spawn_s", "engine_import_s", "engine_device_s"):  # the engine process's start
             if extra in load_phases:
                 phases[extra] = phases.get(extra, 0.0) + load_phases[extra]
         models.append(model)

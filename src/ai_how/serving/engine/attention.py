@@ -111,8 +111,21 @@ def _triton_kernel() -> Any:
     return kernel
 
 
+# The launch configuration: tokens per loop iteration, warps per program, software-pipeline stages
+# (None: Triton's default). ``bench/attention_configs.py`` times the alternatives on a GPU.
+LAUNCH = {"block": 32, "warps": 4, "stages": None}
+
+
 def _decode_triton(
-    q: Tensor, keys: Tensor, values: Tensor, slots: Tensor, lengths: Tensor, scale: float
+    q: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    slots: Tensor,
+    lengths: Tensor,
+    scale: float,
+    block: int | None = None,
+    warps: int | None = None,
+    stages: int | None = None,
 ) -> Tensor:
     batch, heads, head_dim = q.shape
     kv_heads = keys.shape[1]
@@ -136,7 +149,8 @@ def _decode_triton(
         GROUP=group,
         GROUP_PAD=max(16, 1 << (group - 1).bit_length()),
         HEAD_DIM=head_dim,
-        BLOCK=32,
-        num_warps=4,
+        BLOCK=block or LAUNCH["block"],
+        num_warps=warps or LAUNCH["warps"],
+        **({"num_stages": stages or LAUNCH["stages"]} if (stages or LAUNCH["stages"]) else {}),
     )
     return out

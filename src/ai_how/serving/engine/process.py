@@ -210,6 +210,9 @@ def _child(
         started = time.monotonic()
         imported_s = (prestarted[1] if prestarted else 0.0) + time.time() - begun_imports
         device, dtype = resolve(spec.device, spec.dtype)
+        if device.type == "cuda":
+            torch.empty(0, device=device)  # the CUDA context, timed apart from the weights
+        device_ready = time.monotonic()
         decoder = Decoder.load(spec.model_dir, device, dtype)
         stats_holder: list[EngineStats] = []
         clients = _Clients(conn)  # the engine thread and the command threads all answer through it
@@ -230,7 +233,8 @@ def _child(
         phases = {
             "engine_spawn_s": begun - spawned_at,  # interpreter start until the child runs our code
             "engine_import_s": imported_s,
-            "load_s": loaded - started,
+            "engine_device_s": device_ready - started,
+            "load_s": loaded - device_ready,
             "warmup_s": time.monotonic() - loaded,
         }
         engine.start()
