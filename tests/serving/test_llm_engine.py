@@ -189,8 +189,23 @@ def test_the_kv_cache_plan_fits_the_memory_budget() -> None:
     assert sum(capacity * count for capacity, count in plan) <= 100_000
     assert [capacity for capacity, _ in plan] == [128, 512, 2048, 8192, 32768]
     assert all(count >= 1 for _, count in plan)
-    # without a budget problem nothing changes
+    # without a budget problem nothing changes, and a full batch of any one length fits
     assert plan_buckets(512, 2048, max_tokens=10**9) == plan_buckets(512, 2048)
+    assert plan_buckets(32, 512, max_tokens=10**6) == [(128, 32), (512, 32)]
+
+
+def test_a_full_batch_of_long_prompts_runs_at_once(llm: Any) -> None:
+    """Prompts past the shortest slot (200-token chat prompts, say) still fill every lane."""
+    long_prompts = [[5 + i] * 150 for i in range(6)]
+    before = llm.engine.stats.batch_histogram.copy()
+
+    async def together() -> list[Any]:
+        jobs = [llm.complete(p, SamplingParams(max_tokens=8, ignore_eos=True)) for p in long_prompts]
+        return await asyncio.gather(*jobs)
+
+    answers = run(together())
+    assert all(len(a.token_ids) == 8 for a in answers)
+    assert (llm.engine.stats.batch_histogram - before)[6] >= 1, "the six decoded in one batch"
 
 
 def test_a_failed_step_answers_everyone_and_the_engine_keeps_serving(model_dir: Path) -> None:

@@ -28,13 +28,15 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from ai_how.serving.engine.kvcache import plan_buckets
 from ai_how.serving.engine.protocol import EngineFull, EngineStats, SamplingParams, Update, check_request
 
 Emit = Callable[[list[Update]], None]
 
 # transformers' paged attention over torch SDPA: runs on CPU and CUDA without flash-attn installed.
 PAGED_ATTENTION = "paged|sdpa"
+# transformers' paged KV pool: this many tokens per batch lane (as much as our engine's old slot plan
+# gave a 2,048-token model, which the baseline figures in docs/performance.md were measured with)
+POOL_TOKENS_PER_SEQUENCE = 384
 
 
 # ---------------------------------------------------------------------- shared by both engines
@@ -329,7 +331,7 @@ class TransformersEngine:
         self.stats = EngineStats()
         self._context = max_positions(lm)
         lm.set_attn_implementation(PAGED_ATTENTION)
-        capacity = sum(size * count for size, count in plan_buckets(max_batch, self._context))
+        capacity = max_batch * min(self._context, POOL_TOKENS_PER_SEQUENCE)  # its paged pool
         generation = GenerationConfig(
             do_sample=False,
             eos_token_id=sorted(self.eos_ids) or -1,

@@ -21,17 +21,19 @@ class Slot:
 def plan_buckets(
     max_sequences: int, max_positions: int, max_tokens: int | None = None
 ) -> list[tuple[int, int]]:
-    """(capacity, count) pairs: many short slots, fewer long ones, one bucket reaching the context.
+    """(capacity, count) pairs: slots of 128, 512, 2048, ... tokens, the last reaching the context.
 
-    With ``max_tokens`` (what the memory budget holds) the longer buckets shrink first, then the
-    shorter ones, each keeping at least one slot, so a long-context model never plans more cache
+    Every bucket starts with ``max_sequences`` slots, so a full batch of any one length fits (a
+    quarter as many long slots as short ones capped a batch of 200-token chat prompts at 8 of 32
+    lanes). With ``max_tokens`` (what the memory budget holds) the longer buckets shrink first, then
+    the shorter ones, each keeping at least one slot, so a long-context model never plans more cache
     than fits."""
     buckets: list[tuple[int, int]] = []
-    capacity, count = 128, max_sequences
+    capacity = 128
     while capacity < max_positions:
-        buckets.append((capacity, count))
-        capacity, count = capacity * 4, max(1, count // 4)
-    buckets.append((max_positions, max(1, count)))
+        buckets.append((capacity, max_sequences))
+        capacity *= 4
+    buckets.append((max_positions, max_sequences))
     if max_tokens is not None:
         for i in reversed(range(len(buckets))):
             over = sum(c * n for c, n in buckets) - max_tokens
