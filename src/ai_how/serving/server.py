@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import json
 import logging
@@ -485,6 +486,10 @@ def main(argv: list[str] | None = None) -> int:
         f"({time.monotonic() - began:.2f} s after start; {role})",
         flush=True,
     )
+    # Everything built so far (imported modules, weights' wrappers, tokenizers) lives as long as the
+    # process: out of the collector's sight, a full collection under load walks only what requests
+    # allocate (it walked millions of start-up objects: ~350 ms pauses of health and every route).
+    gc.freeze()
     try:
         serve(
             models,

@@ -25,6 +25,7 @@ stays one.
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import queue
@@ -237,6 +238,7 @@ def _child(
             "load_s": loaded - device_ready,
             "warmup_s": time.monotonic() - loaded,
         }
+        gc.freeze()  # start-up objects out of the collector's sight: no full-collection stalls of the loop
         engine.start()
         ready = ("ready", engine.context_limit, phases)
         if spec.listen:
