@@ -154,7 +154,8 @@ def test_dashboards_read_the_catalog_s_metrics(boards: dict[str, dict[str, Any]]
     for name in (
         m.bucket(m.REQUEST_LATENCY), m.GENERATION_TOKENS_TOTAL, m.REQUESTS_WAITING, m.DCGM_GPU_UTIL, m.DCGM_GPU_TEMP,
         m.SLURM_QUEUE_PENDING, m.bucket(m.PIPELINE_STAGE_DURATION), m.SYNC_BYTES_TOTAL, m.TRAINING_LOSS,
-        m.MLFLOW_REQUESTS_TOTAL, m.bucket(m.TIME_TO_FIRST_TOKEN), m.KV_CACHE_USAGE,
+        m.MLFLOW_REQUESTS_TOTAL, m.bucket(m.TIME_TO_FIRST_TOKEN), m.KV_CACHE_USAGE, m.ENGINE_STEP_ROWS_TOTAL,
+        m.ENGINE_DEVICE_SECONDS_TOTAL,
     ):  # fmt: skip
         assert name in text, name
 

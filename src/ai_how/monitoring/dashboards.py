@@ -525,6 +525,30 @@ def inference(config: ClusterConfig) -> dict[str, Any]:
                 q(_quantile(0.95, m.BATCH_SIZE, "cluster, model"), "{{model}} p95"),
             ),
         ),
+        Panel(
+            "LLM engine: mean decode batch",
+            (
+                q(
+                    f"sum by (cluster, model_name) (rate({_sel(m.ENGINE_STEP_ROWS_TOTAL)}[{RATE}])) / "
+                    f"sum by (cluster, model_name) (rate({_sel(m.ENGINE_STEPS_TOTAL)}[{RATE}]))",
+                    "{{model_name}} rows per step",
+                ),
+            ),
+        ),
+        Panel(
+            "LLM engine: device busy and loop waiting",
+            (
+                q(
+                    f"sum by (cluster, model_name, phase) (rate({_sel(m.ENGINE_DEVICE_SECONDS_TOTAL)}[{RATE}]))",
+                    "{{model_name}} {{phase}}",
+                ),
+                q(
+                    f"sum by (cluster, model_name) (rate({_sel(m.ENGINE_WAIT_SECONDS_TOTAL)}[{RATE}]))",
+                    "{{model_name}} loop waiting",
+                ),
+            ),
+            unit="percentunit",
+        ),
     ]
     return dashboard("ai-how-inference", "ai-how / Inference", panels)
 

@@ -46,6 +46,12 @@ KV_CACHE_USAGE = "ai_how_kv_cache_usage_perc"  # {model_name}
 GENERATION_TOKENS_TOTAL = "ai_how_generation_tokens_total"  # {model_name}
 PROMPT_TOKENS_TOTAL = "ai_how_prompt_tokens_total"  # {model_name}
 BATCH_SIZE = "ai_how_batch_size"  # histogram {model}
+# our LLM engine's loop: mean decode batch = step rows / steps; device busy = device seconds per second
+ENGINE_STEPS_TOTAL = "ai_how_engine_steps_total"  # {model_name}
+ENGINE_STEP_ROWS_TOTAL = "ai_how_engine_step_rows_total"  # {model_name}
+ENGINE_PREFILLS_TOTAL = "ai_how_engine_prefills_total"  # {model_name}
+ENGINE_DEVICE_SECONDS_TOTAL = "ai_how_engine_device_seconds_total"  # {model_name, phase=decode|prefill}
+ENGINE_WAIT_SECONDS_TOTAL = "ai_how_engine_wait_seconds_total"  # {model_name}
 
 # --------------------------------------------------------------------------- SLURM exporter
 
