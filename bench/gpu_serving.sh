@@ -63,8 +63,9 @@ before, after = (f.read_text() for f in files)
 wall = files[1].stat().st_mtime - files[0].stat().st_mtime  # warm-up and drain included
 d = lambda name, **labels: metric_total(after, name, labels) - metric_total(before, name, labels)
 point = json.loads((out / f"loop_{rate}.json").read_text())["points"][0]
+p95 = (point.get("latency_ms") or {}).get("p95") or float("nan")  # none when nothing succeeded
 steps, prefills = d("ai_how_engine_steps_total"), d("ai_how_engine_prefills_total")
-print(f"loop at {rate} req/s offered ({point['requests_per_s']:.0f} achieved, P95 {point['latency_ms']['p95']:.0f} ms):",
+print(f"loop at {rate} req/s offered ({point['requests_per_s']:.0f} achieved, P95 {p95:.0f} ms):",
       f"{steps / wall:.0f} steps/s, mean batch {d('ai_how_engine_step_rows_total') / max(steps, 1):.0f},",
       f"{prefills / wall:.0f} prefills/s of {d('ai_how_prompt_tokens_total') / max(prefills, 1):.0f} tokens;",
       f"per step: decode {1e3 * d('ai_how_engine_device_seconds_total', phase='decode') / max(steps, 1):.2f} ms on the device;",

@@ -153,6 +153,36 @@ def test_the_engine_in_its_own_process_gives_the_same_tokens(model_dir: Path, ll
         remote.stop()
 
 
+def test_the_kv_cache_budget_reaches_the_engine_process(model_dir: Path) -> None:
+    """``--kv-cache-gb``: a budget that holds one 512-token slot runs two long requests one after the
+    other; without it they share every decode step."""
+    import json
+
+    config = json.loads((model_dir / "config.json").read_text())
+    head_dim = config["hidden_size"] // config["num_attention_heads"]
+    per_token = 2 * config["num_hidden_layers"] * config["num_key_value_heads"] * head_dim * 4  # K+V, fp32
+    params = SamplingParams(max_tokens=200, ignore_eos=True)  # 203 tokens: a 512-token slot each
+
+    def steps_and_rows(budget: int | None) -> tuple[int, int]:
+        remote = load_llm(model_dir, "tiny", device="cpu", max_batch=4, process="yes", kv_cache_bytes=budget)
+        remote.engine.warm_up()
+        remote.start()
+        try:
+
+            async def two() -> list[Any]:
+                return await asyncio.gather(*(remote.complete([5 + i, 6, 7], params) for i in range(2)))
+
+            assert all(len(a.token_ids) == 200 for a in run(two()))
+            return remote.engine.stats.steps, remote.engine.stats.step_rows
+        finally:
+            remote.stop()
+
+    steps, rows = steps_and_rows((128 + 512) * per_token)  # one slot of each size
+    assert rows == 2 * 199 and steps == rows, "one sequence per step"
+    steps, rows = steps_and_rows(None)
+    assert rows == 2 * 199 and steps < rows, "both in the same steps"
+
+
 def test_a_dead_engine_process_fails_in_flight_requests_and_refuses_new_ones(model_dir: Path) -> None:
     from ai_how.serving.engine.protocol import EngineGone
 

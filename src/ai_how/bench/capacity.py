@@ -1,7 +1,7 @@
 """How many requests/s this load generator can drive at all: its loop against a trivially fast endpoint.
 
 The endpoint runs in child processes (``python -m ai_how.bench.capacity PORT PROCESSES``): a raw
-HTTP/1.1 server on the event loop of ``bench.eventloop`` that answers every request with ``200 {}``
+HTTP/1.1 server on the event loop of ``ai_how.eventloop`` that answers every request with ``200 {}``
 on a kept-alive connection, pre-forked over one listening socket (one server process per 4 load
 processes, so the endpoint is not the limit). An open-loop point whose send rate stays below 90 % of
 its schedule is client-bound; this figure says how far the run's load processes go together.
@@ -18,9 +18,9 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-from ai_how.bench.eventloop import run_loop
 from ai_how.bench.metrics import summarize
 from ai_how.bench.records import LoadPoint
+from ai_how.eventloop import run_loop
 from ai_how.procs import free_port, wait_port
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """The load loops: closed (N workers, each sends its next request when the previous one ends) and open
 (Poisson arrivals at R req/s, in-flight requests capped), on one event loop (uvloop's when importable,
-``bench.eventloop``). Every request leaves one ``RequestRecord``; the figures are computed from them
+``ai_how.eventloop``). Every request leaves one ``RequestRecord``; the figures are computed from them
 afterwards (``bench.metrics``). ``bench.workers`` runs a point in several processes of these loops.
 
 Connections: one ``aiohttp.ClientSession`` per connection (HTTP/1.1, a connector of one kept-alive
@@ -29,13 +29,14 @@ from typing import Any, Protocol
 import aiohttp
 
 from ai_how.bench import payloads
-from ai_how.bench.eventloop import run_loop
 from ai_how.bench.records import LoadPoint, RequestRecord
 from ai_how.bench.sse import SSEDecoder, StreamTiming
 from ai_how.errors import AiHowError
+from ai_how.eventloop import run_loop
 
 HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
 THROTTLED = (429, 503)
+KEEPALIVE_S = 4.0
 _CONNECT_BACKOFF_S = 0.05  # a closed-loop worker whose connection failed waits this long: no busy loop
 
 clock = time.perf_counter
@@ -133,7 +134,9 @@ class Connections:
             return self._idle.pop()
         client = aiohttp.ClientSession(
             base_url=self._origin,
-            connector=aiohttp.TCPConnector(limit=1, ssl=self._ssl),
+            # idle connections closed before a server's own keep-alive timeout (uvicorn's default is 5 s):
+            # a request sent on a connection the server is closing fails, and a POST is not retried
+            connector=aiohttp.TCPConnector(limit=1, ssl=self._ssl, keepalive_timeout=KEEPALIVE_S),
             timeout=self._timeout,
         )
         self._all.append(client)
@@ -409,7 +412,9 @@ def run_here(
 
 async def preflight(target: Target) -> None:
     """One request before the load: an unreachable URL, an unknown model or a refused payload ends here."""
-    async with Connections(target, aiohttp.ClientTimeout(total=120.0, sock_connect=5.0)) as connections:
+    # 120 s between reads (a first request may wait for a model's warm-up), not for the whole answer
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=120.0)
+    async with Connections(target, timeout) as connections:
         record = await Sender(target, clock()).send(connections.take())
     where = f"{target.origin}{target.path}"
     if record.outcome in ("ok", "throttled"):

@@ -220,7 +220,7 @@ COLDSTART_COLUMNS = [
     ("fetch+verify", "fetch_s"),
     ("weight load", "load_s"),
     ("warm-up/graphs", "warmup_s"),
-    ("engine imports", "engine_import_s"),  # an engine process's (overlapping import and fetch)
+    ("engine imports", "engine_import_s"),  # an engine process's, overlapping import and fetch
     ("device init", "engine_device_s"),
     ("to listening", "listening_s"),
     ("first response", "first_response_s"),

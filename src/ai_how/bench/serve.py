@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ai_how.bench import metrics
-from ai_how.bench.eventloop import loop_name, run_loop
 from ai_how.bench.gpu import NO_GPU, GpuSampler
 from ai_how.bench.loadgen import PointRun, RunPoint, Target, preflight, run_here
 from ai_how.bench.records import LoadPoint
 from ai_how.errors import AiHowError
+from ai_how.eventloop import loop_name, run_loop
 
 _SPARE_FDS = 64  # file descriptors kept for everything but the load's connections
 

@@ -26,11 +26,11 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any
 
-from ai_how.bench.eventloop import run_loop
 from ai_how.bench.loadgen import PointRun, Target, arrivals, clock, run_point
 from ai_how.bench.metrics import measured
 from ai_how.bench.records import LoadPoint, PackedRecords, pack, unpack
 from ai_how.errors import AiHowError
+from ai_how.eventloop import run_loop
 
 MAX_AUTO = 16  # --processes auto: one per core, at most this many
 _START_LEAD_S = 0.2  # from the start instant's broadcast to the start: the pipes' latency, with room

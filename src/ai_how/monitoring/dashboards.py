@@ -539,11 +539,12 @@ def inference(config: ClusterConfig) -> dict[str, Any]:
             "LLM engine: device busy and loop waiting",
             (
                 q(
-                    f"sum by (cluster, model_name, phase) (rate({_sel(m.ENGINE_DEVICE_SECONDS_TOTAL)}[{RATE}]))",
+                    # a fraction per engine: averaged over the replicas, never summed past 100%
+                    f"avg by (cluster, model_name, phase) (rate({_sel(m.ENGINE_DEVICE_SECONDS_TOTAL)}[{RATE}]))",
                     "{{model_name}} {{phase}}",
                 ),
                 q(
-                    f"sum by (cluster, model_name) (rate({_sel(m.ENGINE_WAIT_SECONDS_TOTAL)}[{RATE}]))",
+                    f"avg by (cluster, model_name) (rate({_sel(m.ENGINE_WAIT_SECONDS_TOTAL)}[{RATE}]))",
                     "{{model_name}} loop waiting",
                 ),
             ),

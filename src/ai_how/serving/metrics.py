@@ -79,7 +79,8 @@ class LLMMetrics(Collector):
         prefills = CounterMetricFamily("ai_how_engine_prefills", "Batched prefills", labels=["model_name"])
         device = CounterMetricFamily(
             "ai_how_engine_device_seconds",
-            "Device time of decode steps and prefills (CUDA events; 0 off the GPU)",
+            "Device time of decode steps and prefills, from just before each is queued to its tokens' copy "
+            "to the host (CUDA events: gaps the host leaves inside count too; 0 off the GPU)",
             labels=["model_name", "phase"],
         )
         wait = CounterMetricFamily(

@@ -49,6 +49,7 @@ class ServeOptions:
     engines_dir: str | None = None  # where shared engine processes listen (several HTTP processes)
     attach: bool = False  # an HTTP worker: attach to the engines there instead of running them
     http_processes: int = 1
+    kv_cache_gb: float | None = None  # None: half the free GPU memory (2 GiB on a CPU)
 
 
 class LLMModel(Model):
@@ -86,6 +87,9 @@ class LLMModel(Model):
             stream_interval=self.options.stream_interval,
             process=self.options.engine_process,
             share=self._share(),
+            kv_cache_bytes=None
+            if self.options.kv_cache_gb is None
+            else int(self.options.kv_cache_gb * 2**30),
         )
         loaded = time.monotonic()
         self.llm.engine.warm_up()

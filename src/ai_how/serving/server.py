@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ai_how.eventloop import new_event_loop
 from ai_how.serving import workers  # light: no torch, no prometheus_client (set up before its import)
 from ai_how.serving.draining import Draining
 from ai_how.serving.headers import NAME_HEADER, VERSION_HEADER
@@ -70,6 +71,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-batch", type=int, default=None, help="LLM sequences per decode step")
     p.add_argument(
         "--max-waiting", type=int, default=None, help="queued requests before 429 (default: 4 x --max-batch)"
+    )
+    p.add_argument(
+        "--kv-cache-gb",
+        type=float,
+        default=None,
+        help="memory for our engine's KV cache (default: half the GPU memory free after the weights; 2 on a CPU)",
     )
     p.add_argument(
         "--no-access-log", action="store_true", help="no log line per request (at thousands of req/s)"
@@ -122,6 +129,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         p.error("each model needs its own name")
     if args.http_workers < 1:
         p.error("--http-workers must be at least 1")
+    if args.kv_cache_gb is not None and not args.kv_cache_gb > 0:
+        p.error("--kv-cache-gb must be a positive number of GiB, e.g. 8")
     if workers.shares_port(args):
         if args.engine != "ours":
             p.error("--http-workers > 1 shares our engine's process: use --engine ours")
@@ -338,10 +347,6 @@ def serve(
     else:
         rest.create_application()
         server.servers.append(rest._server.serve(sockets=[sock]))
-    runner = asyncio.Runner(loop_factory=_new_event_loop)
-    asyncio.set_event_loop(runner.get_loop())
-    server.setup_event_loop()  # KServe's exception handler and default executor, on the loop that runs
-    server.register_signal_handler()
     tasks: list[asyncio.Task[None]] = []
 
     async def main() -> None:
@@ -370,18 +375,13 @@ def serve(
                 promote()
         await server._serve()
 
-    with runner:
+    # uvloop's loop when importable (``asyncio.run`` would bypass uvicorn's loop choice), with KServe's
+    # exception handler and default executor set on the loop that runs
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        asyncio.set_event_loop(runner.get_loop())
+        server.setup_event_loop()
+        server.register_signal_handler()
         runner.run(main())
-
-
-def _new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's loop when importable (the serve extra brings it), as uvicorn's own ``run`` would pick:
-    its transports cost less CPU per request than asyncio's selector loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 def wants_engine_process(args: argparse.Namespace) -> bool:
@@ -420,6 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     from ai_how.serving.runtimes import LLMModel, ServeOptions, build_model
 
     phases = {"import_s": time.monotonic() - began, "fetch_s": 0.0, "load_s": 0.0, "warmup_s": 0.0}
+    # Objects alive as long as the process leave the cyclic collector's sight: a full collection
+    # walked ~540k start-up objects (642 ms with torch, transformers and kserve imported), stopping
+    # every thread of the process. The imports now (no collection: it would cost what it saves) ...
+    gc.freeze()
     limit_cpu_threads(args.device)
     shared = workers.shares_port(args)
     engines_dir = args.attach_engines or (workers.share_engines() if args.http_workers > 1 else None)
@@ -433,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         engines_dir,
         attach=bool(args.attach_engines),
         http_processes=args.http_workers,
+        kv_cache_gb=args.kv_cache_gb,
     )
     models: list[Any] = []
     versions: dict[str, str] = {}
@@ -486,9 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({time.monotonic() - began:.2f} s after start; {role})",
         flush=True,
     )
-    # Everything built so far (imported modules, weights' wrappers, tokenizers) lives as long as the
-    # process: out of the collector's sight, a full collection under load walks only what requests
-    # allocate (it walked millions of start-up objects: ~350 ms pauses of health and every route).
+    gc.collect()  # ... what loading the models left (cheap: the imports are frozen), then that too
     gc.freeze()
     try:
         serve(

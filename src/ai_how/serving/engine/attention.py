@@ -10,6 +10,7 @@ lengths and slots are read on the device.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -111,9 +112,17 @@ def _triton_kernel() -> Any:
     return kernel
 
 
-# The launch configuration: tokens per loop iteration, warps per program, software-pipeline stages
-# (None: Triton's default). ``bench/attention_configs.py`` times the alternatives on a GPU.
-LAUNCH = {"block": 32, "warps": 4, "stages": None}
+@dataclass(frozen=True)
+class Launch:
+    """How the Triton kernel is launched: tokens per loop iteration, warps per program, software-
+    pipeline stages (None: Triton's default). ``bench/attention_configs.py`` times alternatives."""
+
+    block: int = 32
+    warps: int = 4
+    stages: int | None = None
+
+
+LAUNCH = Launch()
 
 
 def _decode_triton(
@@ -123,9 +132,7 @@ def _decode_triton(
     slots: Tensor,
     lengths: Tensor,
     scale: float,
-    block: int | None = None,
-    warps: int | None = None,
-    stages: int | None = None,
+    launch: Launch = LAUNCH,
 ) -> Tensor:
     batch, heads, head_dim = q.shape
     kv_heads = keys.shape[1]
@@ -149,8 +156,8 @@ def _decode_triton(
         GROUP=group,
         GROUP_PAD=max(16, 1 << (group - 1).bit_length()),
         HEAD_DIM=head_dim,
-        BLOCK=block or LAUNCH["block"],
-        num_warps=warps or LAUNCH["warps"],
-        **({"num_stages": stages or LAUNCH["stages"]} if (stages or LAUNCH["stages"]) else {}),
+        BLOCK=launch.block,
+        num_warps=launch.warps,
+        **({} if launch.stages is None else {"num_stages": launch.stages}),
     )
     return out

@@ -331,7 +331,8 @@ class TransformersEngine:
         self.stats = EngineStats()
         self._context = max_positions(lm)
         lm.set_attn_implementation(PAGED_ATTENTION)
-        capacity = max_batch * min(self._context, POOL_TOKENS_PER_SEQUENCE)  # its paged pool
+        # its paged pool: at least one full-context sequence fits
+        capacity = max(max_batch * min(self._context, POOL_TOKENS_PER_SEQUENCE), self._context)
         generation = GenerationConfig(
             do_sample=False,
             eos_token_id=sorted(self.eos_ids) or -1,

@@ -66,6 +66,7 @@ def load_llm(
     stream_interval: int = 1,
     process: str = "auto",
     share: Any = None,
+    kv_cache_bytes: int | None = None,
 ) -> Any:
     """Load weights and tokenizer, build the engine; the caller warms it up and starts it.
     ``share`` (an ``EngineShare``): our engine's process serves several HTTP processes.
@@ -92,7 +93,8 @@ def load_llm(
         batch, waiting = _limits(on_gpu, max_batch, max_waiting)
         listen = share.address if share is not None and not share.attach else None
         key = share.key if share is not None else b""
-        spec = EngineSpec(model_dir, device, dtype, batch, eos, listen, key)  # the child loads weights
+        # the child loads the weights
+        spec = EngineSpec(model_dir, device, dtype, batch, eos, listen, key, kv_cache_bytes)
         attach = share.address if share is not None and share.attach else None
         # The admission bound is the engine's: each of the HTTP processes sharing it takes its part.
         capacity = -(-(batch + waiting) // (share.processes if share is not None else 1))
@@ -113,7 +115,9 @@ def load_llm(
             decoder = Decoder.load(model_dir, target, torch_dtype)
 
             def factory(emit: Any) -> Any:
-                return Engine(decoder, eos, emit, max_batch=batch, max_waiting=waiting)
+                return Engine(
+                    decoder, eos, emit, max_batch=batch, max_waiting=waiting, kv_cache_bytes=kv_cache_bytes
+                )
 
         else:
             from ai_how.serving.engine import baselines

@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 from ai_how.serving.engine.protocol import (
-    COUNTERS,
     EngineFull,
     EngineGone,
     EngineStats,
@@ -66,6 +65,7 @@ class EngineSpec:
     eos_ids: set[int]  # the server reads them with the tokenizer: the child never loads one
     listen: str | None = None  # a Unix socket path where HTTP workers attach
     key: bytes = b""  # their authentication key
+    kv_cache_bytes: int | None = None  # None: the engine's default budget
 
     def __repr__(self) -> str:  # never print the key
         return f"EngineSpec({self.model_dir}, {self.device}, {self.dtype}, max_batch={self.max_batch})"
@@ -208,11 +208,13 @@ def _child(
         from ai_how.serving.engine.loader import resolve
         from ai_how.serving.engine.model import Decoder
 
+        gc.freeze()  # torch and the engine's modules out of the collector's sight (see server.main)
         started = time.monotonic()
         imported_s = (prestarted[1] if prestarted else 0.0) + time.time() - begun_imports
         device, dtype = resolve(spec.device, spec.dtype)
-        if device.type == "cuda":
-            torch.empty(0, device=device)  # the CUDA context, timed apart from the weights
+        if device.type == "cuda":  # the CUDA context, timed apart from the weights (an empty tensor
+            torch.zeros(1, device=device)  # allocates nothing and may not create it)
+            torch.cuda.synchronize(device)
         device_ready = time.monotonic()
         decoder = Decoder.load(spec.model_dir, device, dtype)
         stats_holder: list[EngineStats] = []
@@ -225,12 +227,21 @@ def _child(
             clients.route(updates, read_stats())
 
         with torch.inference_mode():
-            engine = Engine(decoder, spec.eos_ids, emit, max_batch=spec.max_batch, max_waiting=1 << 30)
+            engine = Engine(
+                decoder,
+                spec.eos_ids,
+                emit,
+                max_batch=spec.max_batch,
+                max_waiting=1 << 30,
+                kv_cache_bytes=spec.kv_cache_bytes,
+            )
         stats_holder.append(engine.stats)
         # A poisoned device (sticky CUDA error): exit, so the server sees the process gone and says so.
         engine.on_fatal = lambda why: os._exit(70)
         loaded = time.monotonic()
         engine.warm_up(background=True)  # graphs captured while serving: ready seconds sooner
+        gc.collect()  # what loading left, then the engine's long-lived objects out of sight too
+        gc.freeze()
         phases = {
             "engine_spawn_s": begun - spawned_at,  # interpreter start until the child runs our code
             "engine_import_s": imported_s,
@@ -238,7 +249,6 @@ def _child(
             "load_s": loaded - device_ready,
             "warmup_s": time.monotonic() - loaded,
         }
-        gc.freeze()  # start-up objects out of the collector's sight: no full-collection stalls of the loop
         engine.start()
         ready = ("ready", engine.context_limit, phases)
         if spec.listen:
@@ -261,7 +271,7 @@ def _child(
 
 def _stats_tuple(stats: EngineStats) -> tuple[Any, ...]:
     """What every step message carries: the gauges (running, waiting, kv usage), then the counters."""
-    return (stats.running, stats.waiting, stats.kv_usage, *(getattr(stats, name) for name in COUNTERS))
+    return (stats.running, stats.waiting, stats.kv_usage, *stats.counters())
 
 
 def _accept(listener: Listener, clients: _Clients, engine: Any, ready: tuple[Any, ...]) -> None:
@@ -453,24 +463,22 @@ class EngineProcess:
         while True:
             try:
                 kind, *rest = self._conn.recv()
+                if kind != "step":
+                    continue
+                packed, (running, waiting, kv_usage, *counters) = rest
+                updates = [Update(request_id, tokens, finish) for request_id, tokens, finish in packed]
+                self.stats.merge_counters(counters)
             except (EOFError, OSError):
                 break
             except Exception:  # an unreadable message: the protocol is broken, treat the engine as gone
                 traceback.print_exc()
                 break
-            if kind != "step":
-                continue
-            packed, (running, waiting, kv_usage, *counters) = rest
-            updates = [Update(request_id, tokens, finish) for request_id, tokens, finish in packed]
             finished = [u.request_id for u in updates if u.finish is not None]
             if finished:
                 with self._lock:
                     self._in_flight.difference_update(finished)
             stats = self.stats
             stats.running, stats.waiting, stats.kv_usage = running, waiting, kv_usage
-            # the engine's own counters; two threads there may send them out of order: never backwards
-            for name, value in zip(COUNTERS, counters, strict=True):
-                setattr(stats, name, max(getattr(stats, name), value))
             try:
                 self.emit(updates)
             except Exception:  # e.g. the event loop is closing: keep reading, keep the accounting right

@@ -7,6 +7,7 @@ process, which keeps seconds off each one's start and hundreds of MB off its mem
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -37,6 +38,19 @@ class Update:
     finish: str | None = None  # "stop" | "length" | "abort" | "error"
 
 
+# EngineStats' counters, in the order the engine process sends them to its HTTP processes
+COUNTERS = (
+    "prompt_tokens",
+    "generated_tokens",
+    "steps",
+    "prefills",
+    "step_rows",
+    "decode_device_s",
+    "prefill_device_s",
+    "wait_s",
+)
+
+
 @dataclass
 class EngineStats:
     """What /metrics reports; read without a lock (single writer, torn reads are harmless)."""
@@ -49,23 +63,24 @@ class EngineStats:
     generated_tokens: int = 0
     prompt_tokens: int = 0
     step_rows: int = 0  # rows over all decode steps: step_rows / steps is the mean batch
-    decode_device_s: float = 0.0  # device time of decode steps and of prefills (CUDA events; 0 on CPU)
+    # device time of decode steps and of prefills: from an event queued before each to its ready
+    # event (gaps the host leaves in between count too); 0 on a CPU
+    decode_device_s: float = 0.0
     prefill_device_s: float = 0.0
     wait_s: float = 0.0  # the engine thread's time waiting for the device to finish a step
     batch_histogram: collections.Counter[int] = field(default_factory=collections.Counter)
 
+    def counters(self) -> tuple[float, ...]:
+        """The counters, in ``COUNTERS`` order (what the engine process sends with every step)."""
+        return tuple(getattr(self, name) for name in COUNTERS)
 
-# EngineStats' counters, in the order the engine process sends them to its HTTP processes
-COUNTERS = (
-    "prompt_tokens",
-    "generated_tokens",
-    "steps",
-    "prefills",
-    "step_rows",
-    "decode_device_s",
-    "prefill_device_s",
-    "wait_s",
-)
+    def merge_counters(self, values: Sequence[float]) -> None:
+        """Take the engine's counters as sent; never backwards (two threads of the engine process
+        may send them out of order). ValueError when they are not ``COUNTERS``' length."""
+        if len(values) != len(COUNTERS):
+            raise ValueError(f"{len(values)} engine counters sent, {len(COUNTERS)} expected")
+        for name, value in zip(COUNTERS, values, strict=True):
+            setattr(self, name, max(getattr(self, name), value))
 
 
 class EngineFull(Exception):
