@@ -41,14 +41,21 @@ def _send_one(handler: Handler, timeout: aiohttp.ClientTimeout) -> RequestRecord
     return asyncio.run(go())
 
 
-def test_a_server_that_closes_mid_answer_is_an_error() -> None:
-    async def close_early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def _answer(raw: bytes) -> Handler:
+    """A server that reads the request, writes ``raw`` and closes the connection."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
-        writer.write(b'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{"predictions"')
+        writer.write(raw)
         await writer.drain()
         writer.close()
 
-    record = _send_one(close_early, aiohttp.ClientTimeout(total=None, sock_read=5))
+    return handler
+
+
+def test_a_server_that_closes_mid_answer_is_an_error() -> None:
+    cut = _answer(b'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{"predictions"')
+    record = _send_one(cut, aiohttp.ClientTimeout(total=None, sock_read=5))
     assert record.outcome == "error" and record.status is None
     assert record.detail and "Payload" in record.detail, record.detail
 
@@ -65,11 +72,6 @@ def test_a_server_that_goes_silent_is_a_timeout() -> None:
 
 
 def test_a_throttled_answer_keeps_its_retry_after() -> None:
-    async def busy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\ncontent-length: 4\r\n\r\nbusy")
-        await writer.drain()
-        writer.close()
-
+    busy = _answer(b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\ncontent-length: 4\r\n\r\nbusy")
     record = _send_one(busy, aiohttp.ClientTimeout(total=None, sock_read=5))
     assert record.outcome == "throttled" and record.status == 429 and record.retry_after == 2.0
