@@ -2,8 +2,8 @@
 
     python -m ai_how.serving.server --model-uri s3://models/digits-cnn/v3 --name digits-cnn \
         [--model llm-sft=s3://models/llm-sft/v2 ...] [--device auto|cpu|cuda] [--engine ours|naive|transformers] \
-        [--max-batch N] [--max-waiting N] [--config cluster.yaml] [--host 127.0.0.1] [--port 8080] \
-        [--cache-dir DIR] [--production-port P]
+        [--max-batch N] [--max-waiting N] [--kv-cache-gb G] [--config cluster.yaml] [--host 127.0.0.1] \
+        [--port 8080] [--cache-dir DIR] [--production-port P]
 
 Several models can be served at once (``--model NAME=URI``, repeatable, beside or instead of
 ``--name``/``--model-uri``); each keeps its own version in V2 metadata.
