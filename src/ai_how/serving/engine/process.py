@@ -158,7 +158,9 @@ def _host(conn: Connection, spawned_at: float) -> None:
 
     import ai_how.serving.engine.core
     import ai_how.serving.engine.model  # noqa: F401
+    from ai_how.serving.engine import kernels
 
+    kernels.available()  # imports Triton (and initialises the CUDA driver) while the server fetches
     imported_s = time.time() - begun
     try:
         message = conn.recv()
@@ -204,11 +206,13 @@ def _child(
         begun_imports = time.time()
         import torch
 
+        from ai_how.serving.engine import kernels
         from ai_how.serving.engine.core import Engine
         from ai_how.serving.engine.loader import resolve
         from ai_how.serving.engine.model import Decoder
 
-        gc.freeze()  # torch and the engine's modules out of the collector's sight (see server.main)
+        kernels.available()  # Triton imported before the freeze too
+        gc.freeze()  # torch, Triton and the engine's modules out of the collector's sight (see server.main)
         started = time.monotonic()
         imported_s = (prestarted[1] if prestarted else 0.0) + time.time() - begun_imports
         device, dtype = resolve(spec.device, spec.dtype)
