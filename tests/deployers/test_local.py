@@ -18,7 +18,7 @@ import pytest
 from ai_how.bench.payloads import ZERO
 from ai_how.config.loader import load_config
 from ai_how.deployers.base import DeployError, DeployRequest
-from ai_how.deployers.local import LocalDeployer, served_version
+from ai_how.deployers.local import LocalDeployer, _started_with, served_version
 from ai_how.layout import Layout
 from ai_how.objectstore.base import open_store
 from ai_how.objectstore.sync import sync_directory
@@ -61,7 +61,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         sync_directory(trained / "model", store, f"digits/v{version}", meta={"version": version})
     sync_directory(trained / "model", store, "other/v1", meta={"version": 1})  # a second model name
     config_path = write_config(tmp / "cluster.yaml", mlflow_port=free_port(), serving_port=free_port())
-    deployer = LocalDeployer(load_config(config_path).config, Layout(tmp / "state"))
+    config = load_config(config_path).config
+    config.mlops.serving.kv_cache_gb = 1.5  # on every server's command line (a classifier ignores it)
+    deployer = LocalDeployer(config, Layout(tmp / "state"))
     yield Setup(deployer, config_path, store_root, tmp)
     deployer.stop_all()
 
@@ -127,6 +129,8 @@ def test_a_discarded_candidate_leaves_production_alone(setup: Setup) -> None:
     assert production is not None
     candidate = deployer.deploy(setup.request(3))
     assert deployer.serves("digits", 3)
+    (record,) = [r for _, r in deployer.servers() if r.version == 3]
+    assert _started_with(Path(record.pidfile))["--kv-cache-gb"] == "1.5"  # mlops.serving.kv_cache_gb
     assert deployer.discard("digits", 3)
     assert not deployer.serves("digits", 3) and deployer.serves("digits", production.version)
     assert served_version(candidate.endpoint, "digits") is None

@@ -163,6 +163,9 @@ def test_the_runtime_runs_the_ai_how_server_as_non_root(config: ClusterConfig) -
     assert "--model-uri=file:///mnt/models" in container["args"]
     assert container["securityContext"]["runAsNonRoot"] is True
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert not any(arg.startswith("--kv-cache-gb") for arg in container["args"])  # the server's default
+    (shared,) = kserve.serving_runtime(with_serving(config, kv_cache_gb=6.5))["spec"]["containers"]
+    assert "--kv-cache-gb=6.5" in shared["args"]
 
 
 def crd_dir() -> Path:

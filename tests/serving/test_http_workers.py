@@ -196,3 +196,12 @@ def test_http_workers_need_our_engine(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         parse(["--model", "m=file:///x", "--http-workers", "2", "--engine", "naive"])
     assert parse(["--model", "m=file:///x", "--http-workers", "2"]).engine_process == "yes"
+
+
+def test_the_kv_cache_budget_must_be_positive() -> None:
+    from ai_how.serving.server import parse
+
+    assert parse(["--model", "m=file:///x", "--kv-cache-gb", "6.5"]).kv_cache_gb == 6.5
+    for bad in ("0", "-2"):
+        with pytest.raises(SystemExit):
+            parse(["--model", "m=file:///x", "--kv-cache-gb", bad])

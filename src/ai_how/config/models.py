@@ -568,6 +568,12 @@ class Serving(Model):
         "(`--http-workers`); one Python process tops out near 1,000 LLM requests/s, so a GPU server "
         "under heavy load wants ~6.",
     )
+    kv_cache_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="GiB for an LLM engine's KV cache (`--kv-cache-gb`); unset: half the GPU memory free "
+        "after the weights (2 on a CPU). Set it when the GPU is shared.",
+    )
 
 
 StackService = Literal["objectstore", "postgresql", "mlflow", "bucket_job"]

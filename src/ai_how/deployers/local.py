@@ -326,6 +326,8 @@ class LocalDeployer:
             "--http-workers",
             str(serving.http_workers),
         ]
+        if serving.kv_cache_gb is not None:
+            command += ["--kv-cache-gb", f"{serving.kv_cache_gb:g}"]
         pidfile, log_path = Path(record.pidfile), Path(record.log)
         start_daemon(command, pidfile=pidfile, log_path=log_path)
         url = self.url_of(record)

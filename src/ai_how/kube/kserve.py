@@ -113,6 +113,11 @@ def serving_runtime(config: ClusterConfig) -> dict[str, Any]:
                         f"--port={SERVER_PORT}",
                         "--cache-dir=/tmp/ai-how-model-cache",
                         f"--http-workers={serving.http_workers}",
+                        *(
+                            [f"--kv-cache-gb={serving.kv_cache_gb:g}"]
+                            if serving.kv_cache_gb is not None
+                            else []
+                        ),
                     ],
                     "ports": [{"containerPort": SERVER_PORT, "protocol": "TCP"}],
                     "readinessProbe": probe,
