@@ -8,26 +8,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from types import ModuleType
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
-def loop_name() -> str:
-    """``uvloop`` or ``asyncio``: what ``new_event_loop`` builds."""
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return "asyncio"
-    return "uvloop"
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
+def _uvloop() -> ModuleType | None:
     try:
         import uvloop
     except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+        return None
+    return uvloop
+
+
+def loop_name() -> str:
+    """``uvloop`` or ``asyncio``: what ``new_event_loop`` builds."""
+    return "asyncio" if _uvloop() is None else "uvloop"
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    uvloop = _uvloop()
+    return asyncio.new_event_loop() if uvloop is None else uvloop.new_event_loop()
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
