@@ -10,23 +10,30 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup test test-slow test-slow-images test-slow-services test-all lint format clean docs docs-reference
+.PHONY: setup test test-slow test-slow-images test-slow-docs test-slow-services test-all lint format clean docs docs-reference
 
 setup:            ## install Debian packages (as root) and the Python env (.venv); idempotent
 	bash scripts/setup-system.sh
 	bash scripts/setup-python.sh
 
+# The fast suite runs on up to 4 cores (pytest-xdist); tests that use this machine's one SLURM share a
+# worker (tests/conftest.py). TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n > 4 ? 4 : n )))
+
 test:             ## the default test suite: all but the long end-to-end tests (marked slow)
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
 
 test-slow:        ## the long end-to-end tests (marked slow); CI runs them as a step after `make test`
 	$(BIN)/pytest -q -m slow
 
-test-slow-images: ## the slow tests of VM and container images (QEMU, podman); CI runs them beside the next
+test-slow-images: ## the slow tests of VM and container images (QEMU, podman); CI runs them beside services
 	$(BIN)/pytest -q -m slow tests/provision tests/containers
 
+test-slow-docs:   ## the docs' runnable pages (getting started, tutorial 08 part 1); CI runs them after images
+	$(BIN)/pytest -q -m slow tests/docs
+
 test-slow-services: ## the other slow tests (SLURM, MLflow, S3, Prometheus end to end)
-	$(BIN)/pytest -q -m slow --ignore=tests/provision --ignore=tests/containers
+	$(BIN)/pytest -q -m slow --ignore=tests/provision --ignore=tests/containers --ignore=tests/docs
 
 test-all:         ## both suites, one after the other (what CI runs)
 	$(MAKE) test

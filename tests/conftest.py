@@ -20,6 +20,14 @@ EXAMPLE = REPO / "config" / "example-cluster.yaml"
 LOCAL = REPO / "config" / "local.yaml"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test``): every test that uses the machine's one SLURM runs on the same
+    worker (``--dist loadgroup``), so no worker stops SLURM at its end while another still uses it."""
+    for item in items:
+        if "slurm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test touches the user's ~/.ai-how, and boto3 never probes the EC2 metadata address."""
