@@ -28,7 +28,7 @@ READY=v2/health/ready serve ours 18080 $PY -m ai_how.serving.server --port 18080
   --model "tiny=file://$OUT/objects/tiny/v1" --model "digits=file://$OUT/objects/digits/v1" --no-access-log
 READY=ping serve mlflow 18081 mlflow models serve -m "$OUT/digits-pyfunc" --env-manager local -p 18081 -h 127.0.0.1
 ai-how bench serve --url http://127.0.0.1:18080 --model tiny --protocol openai-chat --output-tokens 16 \
-  --concurrency 1,32 --duration 10 --processes 2 --out "$OUT/llm" --json > "$OUT/llm.json"
+  --concurrency 1,32 --duration 10 --processes 2 --out "$OUT/bench-llm" --json > "$OUT/llm.json"
 # Overload: twice the measured capacity, open loop, while health is polled every 50 ms.
 CAPACITY=$($PY -c "import json; print(max(p['requests_per_s'] for p in json.load(open('$OUT/llm.json'))['points']))")
 $PY - "$OUT" <<'PY' &
@@ -52,6 +52,6 @@ ai-how bench serve --url http://127.0.0.1:18080 --model tiny --protocol openai-c
 wait %3 || true
 cat "$OUT/health_during_overload.json"; echo
 ai-how bench serve --url http://127.0.0.1:18080 --model digits --protocol v1 --concurrency 8,64 --duration 10 \
-  --processes 2 --compare http://127.0.0.1:18081 --compare-protocol mlflow --out "$OUT/digits" --json > "$OUT/digits.json"
+  --processes 2 --compare http://127.0.0.1:18081 --compare-protocol mlflow --out "$OUT/bench-digits" --json > "$OUT/digits.json"
 kill %1 %2; wait || true
-cat "$OUT/llm/bench.md" "$OUT/digits/bench.md"
+cat "$OUT/bench-llm/bench.md" "$OUT/bench-digits/bench.md"  # not under llm/ or digits/: those are the models

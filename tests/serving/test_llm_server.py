@@ -294,3 +294,10 @@ def test_n_choices_stream_side_by_side(server: Server) -> None:
     finished = {c["index"] for e in content for c in e["choices"] if c["finish_reason"] == "length"}
     assert finished == {0, 1}
     assert events[-2]["usage"]["completion_tokens"] == 12  # both choices, 6 tokens each
+
+
+def test_access_log_names_the_client_a_proxy_forwarded(server: Server) -> None:
+    """Behind KServe's queue-proxy (a local hop) the access log shows the caller, not the proxy."""
+    httpx.get(f"{server.url}/v1/models/tiny", headers={"X-Forwarded-For": "203.0.113.7"}, timeout=30)
+    lines = [line for line in server.log.read_text().splitlines() if "GET /v1/models/tiny " in line]
+    assert lines and all("uvicorn.access" in line and " 203.0.113.7:0 " in line for line in lines), lines

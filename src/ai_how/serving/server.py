@@ -285,7 +285,9 @@ def production_socket(host: str, port: int, attempts: int = 50) -> socket.socket
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def listen_production(app: Any, host: str, port: int, draining: Draining | None = None) -> None:
+async def listen_production(
+    app: Any, host: str, port: int, draining: Draining | None = None, access_log: bool = True
+) -> None:
     """Serve the same app on the production port too (a second uvicorn server in this event loop)."""
     import uvicorn
 
@@ -294,7 +296,14 @@ async def listen_production(app: Any, host: str, port: int, draining: Draining |
     except OSError as exc:
         print(f"error: cannot listen on production port {port}: {exc.strerror}", file=sys.stderr, flush=True)
         return
-    config = uvicorn.Config(app, lifespan="off", log_config=None, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        log_config=None,
+        timeout_graceful_shutdown=5,
+        access_log=access_log,
+        proxy_headers=access_log,  # the forwarded client address is for the access log alone
+    )
     print(f"promoted: serving on http://{host}:{port} as well", flush=True)
     production = uvicorn.Server(config)
     if draining is not None:  # SIGUSR2 closes this server's listener
@@ -340,6 +349,8 @@ def serve(
         rest.config.access_log = False  # and the protocol logs whenever the logger has handlers
         logging.getLogger("uvicorn.access").handlers = []
         logging.getLogger("uvicorn.access").propagate = False
+        # X-Forwarded-For is read for the access log alone: without it, no per-request address parsing
+        rest.config.proxy_headers = False
     served = Draining(front if front is not None else app)
     rest.config.app = served
     if sock is None:
@@ -363,7 +374,9 @@ def serve(
                     promoted.touch()
                 tell_workers(signal.SIGUSR1)
                 if not tasks:
-                    tasks.append(loop.create_task(listen_production(served, host, production_port, served)))
+                    tasks.append(
+                        loop.create_task(listen_production(served, host, production_port, served, access_log))
+                    )
 
             def drain() -> None:  # hand the port over (see draining.py)
                 tell_workers(signal.SIGUSR2)

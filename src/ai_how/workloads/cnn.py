@@ -9,6 +9,7 @@ server can validate each request alone and run many together.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def prepare(config: dict[str, Any], batch: Any) -> np.ndarray:
     """Raw-pixel images (flat or image-shaped) as a float32 array of shape (N, *input_shape), N >= 1;
     ValueError naming the expected shape otherwise."""
     shape = tuple(config["input_shape"])
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     expected = f"each instance must have {size} values (shape {list(shape)})"
     try:
         x = np.asarray(batch, dtype=np.float32)
