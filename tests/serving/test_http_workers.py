@@ -180,8 +180,11 @@ def test_http_workers_share_one_engine(tmp_path: Path) -> None:
         wait_until(lambda: "exited" in log.read_text(), timeout_s=10, what="the worker's death to be told")
         assert all(code == 200 for code, _ in _completions(url, jobs[:8]))
     finally:
+        logged = len(log.read_text())
         server.terminate()
         server.wait(30)
+    stopping = log.read_text()[logged:]  # a stop is quiet: no traceback, no engine reported lost
+    assert "Traceback" not in stopping and "not ready" not in stopping, stopping
     assert not engines_dir.exists()  # the engine sockets' folder goes with the server
     # the workers go with it: nothing attached to the engine socket or left on the port
     deadline = time.monotonic() + 10

@@ -132,7 +132,8 @@ class Launch:
     early_v: bool = False
 
 
-LAUNCH = Launch(block=16, warps=1)  # bench/attention_configs.py on an H100: 665 µs a step vs 699 µs for (32, 4)
+# bench/attention_configs.py on an H100 (docs/performance.md): 665 µs a step against 699 µs for (32, 4)
+LAUNCH = Launch(block=16, warps=1)
 
 
 def _decode_triton(

@@ -227,6 +227,8 @@ def _child(
     """The engine process: build, warm up, report ready, then take commands until told to stop.
     ``prestarted``: (when the host began, its import time, its CUDA context time) for a process
     ``prestart`` spawned."""
+    listener: Listener | None = None  # where HTTP workers attach (``spec.listen``)
+    closing = threading.Event()
     try:
         begun = prestarted[0] if prestarted else time.time()
         begun_imports = time.time()
@@ -287,7 +289,10 @@ def _child(
             ).start()
             listener = Listener(spec.listen, family="AF_UNIX", authkey=spec.key)
             threading.Thread(
-                target=_accept, args=(listener, clients, engine, ready), name="ai-how-attach", daemon=True
+                target=_accept,
+                args=(listener, clients, engine, ready, closing),
+                name="ai-how-attach",
+                daemon=True,
             ).start()
         conn.send(ready)
     except Exception as exc:  # the parent reports it in one line
@@ -295,8 +300,10 @@ def _child(
         return
     _serve_commands(conn, 0, clients, engine)  # until the parent says stop or goes away
     engine.stop()
-    if spec.listen:
-        Path(spec.listen).unlink(missing_ok=True)
+    if listener is not None:
+        closing.set()
+        with contextlib.suppress(OSError):  # the socket file, unless the server removed its folder first
+            listener.close()  # (multiprocessing would try again at exit, with a traceback)
 
 
 def _stats_tuple(stats: EngineStats) -> tuple[Any, ...]:
@@ -304,12 +311,16 @@ def _stats_tuple(stats: EngineStats) -> tuple[Any, ...]:
     return (stats.running, stats.waiting, stats.kv_usage, *stats.counters())
 
 
-def _accept(listener: Listener, clients: _Clients, engine: Any, ready: tuple[Any, ...]) -> None:
+def _accept(
+    listener: Listener, clients: _Clients, engine: Any, ready: tuple[Any, ...], closing: threading.Event
+) -> None:
     """Attach HTTP workers for as long as the engine runs (a bad key is refused by the handshake)."""
     while True:
         try:
             conn = listener.accept()
         except (OSError, EOFError, multiprocessing.AuthenticationError):
+            if closing.is_set():
+                return
             continue
         try:  # "ready" first, before any stats heartbeat can reach the new connection
             conn.send(ready)
@@ -394,7 +405,8 @@ class EngineProcess:
         self._reader: threading.Thread | None = None
         self._outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self.gone: str | None = None  # why the engine process is no longer serving
-        self.on_gone: list[Callable[[str], None]] = []
+        self.on_gone: list[Callable[[str], None]] = []  # not called when ``stop`` ended it
+        self._stopped = False
 
     @property
     def context_limit(self) -> int:
@@ -432,6 +444,7 @@ class EngineProcess:
         threading.Thread(target=self._write, name="ai-how-engine-writer", daemon=True).start()
 
     def stop(self) -> None:
+        self._stopped = True  # what follows closes the connection: expected, not an engine lost
         if self._conn is not None:
             if self.attach is None:  # an attached worker leaves the engine running for the others
                 self._outbox.put(("stop",))
@@ -526,7 +539,7 @@ class EngineProcess:
                 else f"the connection to the engine at {self.attach} closed"
             )
             lost, self._in_flight = self._in_flight, set()
-        for callback in self.on_gone:  # not ready first, then the failures: no request sees it ready
-            callback(self.gone)
+        for callback in [] if self._stopped else self.on_gone:  # not ready first, then the failures:
+            callback(self.gone)  # no request sees it ready
         if lost:
             self.emit([Update(request_id, [], "error") for request_id in lost])
