@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU benchmark of docs/performance.md, on a machine with torch + CUDA + Triton and the wheels in .whl/
 # (fastapi, uvicorn, kserve and their dependencies; see docs/performance.md). Writes under $OUT.
-#   OUT=/tmp/out PART=engine|http|all [SKIP_BASELINES=1] [SKIP_COLDSTART=1] bash bench/gpu_serving.sh
+#   OUT=/tmp/out PART=engine|http|all|coldstart [SKIP_BASELINES=1] [SKIP_COLDSTART=1] [COLDSTART_RUNS=2] bash bench/gpu_serving.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/ai-how-bench}; PART=${PART:-all}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -35,6 +35,7 @@ serve() {  # serve ENGINE PORT EXTRA...
   tail -20 "$OUT/server_$engine.log"; return 1
 }
 bench() { python3 -c "from ai_how.cli.main import run; run()" bench serve "$@"; }
+if [ "$PART" != coldstart ]; then
 HTTP_ARGS=${HTTP_ARGS:---rate 1000,2000,3000,4000 --duration 8 --processes 6}
 serve ours 8080 --stream-interval ${STREAM_INTERVAL:-8} --no-access-log --http-workers ${HTTP_WORKERS:-6} \
   --max-batch ${MAX_BATCH:-512} || exit 1
@@ -94,8 +95,9 @@ serve naive 8082 --no-access-log || exit 1
 bench --url http://127.0.0.1:8082 --model smollm --protocol openai-completions --concurrency 1 --duration 10 --json > "$OUT/http_naive.json" 2> "$OUT/http_naive.err"
 tail -2 "$OUT/http_naive.err"; kill %1; wait
 fi
+fi  # PART=coldstart skips the load above
 if [ -z "${SKIP_COLDSTART:-}" ]; then  # process start -> first token, twice (the second with warm caches)
-python3 -c "from ai_how.cli.main import run; run()" bench coldstart --model-uri file:///tmp/store/smollm/v1 --name smollm --runs 2 --json > "$OUT/coldstart.json" 2> "$OUT/coldstart.err"
+python3 -c "from ai_how.cli.main import run; run()" bench coldstart --model-uri file:///tmp/store/smollm/v1 --name smollm --runs ${COLDSTART_RUNS:-2} --json > "$OUT/coldstart.json" 2> "$OUT/coldstart.err"
 tail -2 "$OUT/coldstart.err"
 fi
 python3 - "$OUT" <<'PY'
