@@ -24,7 +24,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``make test``): every test that uses the machine's one SLURM runs on the same
     worker (``--dist loadgroup``), so no worker stops SLURM at its end while another still uses it."""
     for item in items:
-        if "slurm" in getattr(item, "fixturenames", ()):
+        callspec = getattr(item, "callspec", None)
+        parameters = callspec.params if callspec is not None else {}  # a parameter may be named slurm too
+        if "slurm" in getattr(item, "fixturenames", ()) and "slurm" not in parameters:
             item.add_marker(pytest.mark.xdist_group("slurm"))
 
 

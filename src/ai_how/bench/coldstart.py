@@ -5,10 +5,9 @@ accepts: a streamed OpenAI completion with ``max_tokens`` 1 for an LLM (timed to
 event), a V1 ``:predict`` of one digit for a classifier. The kind comes from the V2 model metadata
 (``BYTES`` input: an LLM), else OpenAI is tried, then V1. The server prints one line
 ``startup-phases {"import_s", "fetch_s", "load_s", "warmup_s"}`` before it listens (plus, when an
-LLM engine runs in its own process, that process's ``engine_import_s`` and ``engine_device_s``, the
-CUDA context it creates: both overlap the server's import and fetch as far as they can, the context
-being created right after the imports unless the server has already asked for the model); without
-it the phases are unknown (null). The server is stopped with SIGTERM after
+LLM engine runs in its own process, that process's ``engine_import_s``, which overlaps the server's
+import and fetch, and ``engine_device_s``, the CUDA context it creates once it is asked for the model,
+before the weights load); without it the phases are unknown (null). The server is stopped with SIGTERM after
 each run.
 
 All runs of one command share a fresh model cache: the first run fetches and verifies the files, the

@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     if wants_engine_process(args):  # its start overlaps our imports and the fetch (cold start)
         from ai_how.serving.engine.process import prestart
 
-        prestart(args.device)
+        prestart()
     from kserve.model_server import app
 
     from ai_how.errors import AiHowError

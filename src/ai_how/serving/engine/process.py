@@ -150,7 +150,7 @@ class _Clients:
                 last = stats
 
 
-def _host(conn: Connection, spawned_at: float, device: str) -> None:
+def _host(conn: Connection, spawned_at: float) -> None:
     """A prestarted engine process: import the heavy modules now, then build what the server asks
     for (``("build", spec)``), or exit quietly when the server closes the pipe (no LLM to serve)."""
     begun = time.time()
@@ -162,48 +162,28 @@ def _host(conn: Connection, spawned_at: float, device: str) -> None:
 
     kernels.available()  # imports Triton (and initialises the CUDA driver) while the server fetches
     imported_s = time.time() - begun
-    device_s = _create_context(device) if not conn.poll() else 0.0  # build waiting: the child does it
     try:
         message = conn.recv()
     except EOFError:
         return
     if message[0] == "build":
-        _child(message[1], conn, spawned_at, (begun, imported_s, device_s))
-
-
-def _create_context(device: str) -> float:
-    """The GPU's CUDA context, created while the server still fetches (it waits for one anyway);
-    seconds taken. Nothing on a CPU; a failure is left for the build to meet and report."""
-    import torch
-
-    from ai_how.serving.devices import resolve_device
-
-    begun = time.time()
-    try:
-        target = torch.device(resolve_device(device))
-        if target.type == "cuda":
-            torch.zeros(1, device=target)  # a real allocation: an empty tensor may not create it
-            torch.cuda.synchronize(target)
-    except Exception:  # the child creates it again and says what failed
-        return 0.0
-    return time.time() - begun
+        _child(message[1], conn, spawned_at, (begun, imported_s))
 
 
 _prestarted: list[tuple[Any, Connection]] = []
 
 
-def prestart(device: str) -> None:
-    """Spawn the engine process now, so its start (an interpreter importing torch and Triton, then
-    the CUDA context on ``device``: most of the cold start on a fresh GPU machine) overlaps the
-    server's own imports and the model fetch. The first ``EngineProcess.warm_up`` adopts it;
-    ``discard_prestarted`` ends it unused."""
+def prestart() -> None:
+    """Spawn the engine process now, so its start (an interpreter importing torch and Triton: most
+    of the cold start on a fresh GPU machine) overlaps the server's own imports and the model fetch.
+    The first ``EngineProcess.warm_up`` adopts it; ``discard_prestarted`` ends it unused. (It creates
+    no CUDA context before it is adopted: the server may hold only classifiers, on a GPU in an
+    exclusive compute mode.)"""
     if _prestarted:
         return
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
-    process = context.Process(
-        target=_host, args=(child, time.time(), device), name="ai-how-engine", daemon=True
-    )
+    process = context.Process(target=_host, args=(child, time.time()), name="ai-how-engine", daemon=True)
     process.start()
     child.close()
     _prestarted.append((process, parent))
@@ -222,11 +202,10 @@ def _child(
     spec: EngineSpec,
     conn: Connection,
     spawned_at: float,
-    prestarted: tuple[float, float, float] | None = None,
+    prestarted: tuple[float, float] | None = None,
 ) -> None:
     """The engine process: build, warm up, report ready, then take commands until told to stop.
-    ``prestarted``: (when the host began, its import time, its CUDA context time) for a process
-    ``prestart`` spawned."""
+    ``prestarted``: (when the host began, its import time) for a process ``prestart`` spawned."""
     listener: Listener | None = None  # where HTTP workers attach (``spec.listen``)
     closing = threading.Event()
     try:
@@ -277,7 +256,7 @@ def _child(
         phases = {
             "engine_spawn_s": begun - spawned_at,  # interpreter start until the child runs our code
             "engine_import_s": imported_s,
-            "engine_device_s": (prestarted[2] if prestarted else 0.0) + device_ready - started,
+            "engine_device_s": device_ready - started,
             "load_s": loaded - device_ready,
             "warmup_s": time.monotonic() - loaded,
         }
@@ -301,9 +280,10 @@ def _child(
     _serve_commands(conn, 0, clients, engine)  # until the parent says stop or goes away
     engine.stop()
     if listener is not None:
-        closing.set()
-        with contextlib.suppress(OSError):  # the socket file, unless the server removed its folder first
-            listener.close()  # (multiprocessing would try again at exit, with a traceback)
+        closing.set()  # an accept that fails from now on ends the attach thread (a blocked one stays
+        with contextlib.suppress(OSError):  # blocked: a daemon, gone with the process)
+            listener.close()  # and the socket file with it, unless the server removed its folder first
+            # (multiprocessing would otherwise unlink it again at exit, with a traceback)
 
 
 def _stats_tuple(stats: EngineStats) -> tuple[Any, ...]:
