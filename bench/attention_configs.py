@@ -1,7 +1,6 @@
 """Time the ragged decode-attention kernel's launch configurations on a GPU (and check each).
 
-A configuration: tokens per loop iteration, warps per program, pipeline stages, and whether the
-values are loaded together with the keys (``early_v``) or after the softmax.
+A configuration: tokens per loop iteration, warps per program, pipeline stages.
 
 The workload of docs/performance.md's decode step: SmolLM-135M's attention shape (9 query heads,
 3 KV heads, head dim 64), ``--rows`` sequences whose cached lengths are uniform in 32..96 tokens
@@ -25,10 +24,6 @@ CONFIGS = [
     *(
         {"block": b, "warps": w, "stages": s}
         for b, w, s in itertools.product((32, 64), (1, 2, 4), (None, 1, 2))
-    ),
-    *(
-        {"block": b, "warps": w, "stages": None, "early_v": True}
-        for b, w in itertools.product((16, 32, 64, 128), (1, 2, 4))
     ),
     {"block": 16, "warps": 1, "stages": None},
     {"block": 16, "warps": 2, "stages": None},

@@ -67,7 +67,6 @@ def _triton_kernel() -> Any:
         GROUP_PAD: tl.constexpr,
         HEAD_DIM: tl.constexpr,
         BLOCK: tl.constexpr,
-        EARLY_V: tl.constexpr,
     ):
         b = tl.program_id(0)
         kv_head = tl.program_id(1)
@@ -90,24 +89,17 @@ def _triton_kernel() -> Any:
                 mask=live[:, None],
                 other=0.0,
             )
-            if EARLY_V:  # both loads in flight before any arithmetic waits on the first
-                v = tl.load(
-                    V + rows[:, None] * stride_kn + kv_head * stride_kh + d[None, :],
-                    mask=live[:, None],
-                    other=0.0,
-                )
             scores = tl.dot(q, tl.trans(k)).to(tl.float32) * scale  # [GROUP_PAD, BLOCK]
             scores = tl.where(live[None, :], scores, float("-inf"))
             m_new = tl.maximum(m, tl.max(scores, 1))
             p = tl.exp(scores - m_new[:, None])
             alpha = tl.exp(m - m_new)
             s_sum = s_sum * alpha + tl.sum(p, 1)
-            if not EARLY_V:
-                v = tl.load(
-                    V + rows[:, None] * stride_kn + kv_head * stride_kh + d[None, :],
-                    mask=live[:, None],
-                    other=0.0,
-                )
+            v = tl.load(
+                V + rows[:, None] * stride_kn + kv_head * stride_kh + d[None, :],
+                mask=live[:, None],
+                other=0.0,
+            )
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
             m = m_new
         out = acc / s_sum[:, None]
@@ -123,13 +115,11 @@ def _triton_kernel() -> Any:
 @dataclass(frozen=True)
 class Launch:
     """How the Triton kernel is launched: tokens per loop iteration, warps per program, software-
-    pipeline stages (None: Triton's default), and whether each iteration loads the values together
-    with the keys (before the softmax) or after it. ``bench/attention_configs.py`` times alternatives."""
+    pipeline stages (None: Triton's default). ``bench/attention_configs.py`` times alternatives."""
 
     block: int = 32
     warps: int = 4
     stages: int | None = None
-    early_v: bool = False
 
 
 # bench/attention_configs.py on an H100 (docs/performance.md): 665 µs a step against 699 µs for (32, 4)
@@ -168,7 +158,6 @@ def _decode_triton(
         GROUP_PAD=max(16, 1 << (group - 1).bit_length()),
         HEAD_DIM=head_dim,
         BLOCK=launch.block,
-        EARLY_V=launch.early_v,
         num_warps=launch.warps,
         **({} if launch.stages is None else {"num_stages": launch.stages}),
     )

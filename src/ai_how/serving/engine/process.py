@@ -199,10 +199,7 @@ def discard_prestarted() -> None:
 
 
 def _child(
-    spec: EngineSpec,
-    conn: Connection,
-    spawned_at: float,
-    prestarted: tuple[float, float] | None = None,
+    spec: EngineSpec, conn: Connection, spawned_at: float, prestarted: tuple[float, float] | None = None
 ) -> None:
     """The engine process: build, warm up, report ready, then take commands until told to stop.
     ``prestarted``: (when the host began, its import time) for a process ``prestart`` spawned."""
@@ -519,7 +516,8 @@ class EngineProcess:
                 else f"the connection to the engine at {self.attach} closed"
             )
             lost, self._in_flight = self._in_flight, set()
-        for callback in [] if self._stopped else self.on_gone:  # not ready first, then the failures:
-            callback(self.gone)  # no request sees it ready
+        if not self._stopped:  # an end that stop() asked for is no engine lost
+            for callback in self.on_gone:  # not ready first, then the failures: no request sees it ready
+                callback(self.gone)
         if lost:
             self.emit([Update(request_id, [], "error") for request_id in lost])
